@@ -1,0 +1,153 @@
+"""Strict params loading, and the agreement of params.yaml, dvc.yaml and damc_core/params.py."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+from pathlib import Path
+from typing import Literal
+
+import pytest
+import yaml
+
+from damc_core import params as params_module
+from damc_core.config import ConfigError, from_dict, load_params, to_dict
+from damc_core.params import Params
+
+
+def write_params(tmp_path: Path, repo_root: Path, edit) -> Path:
+    raw = yaml.safe_load((repo_root / "params.yaml").read_text())
+    edit(raw)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_repository_params_load_into_the_schema(repo_root):
+    params = load_params(repo_root / "params.yaml")
+    assert isinstance(params, Params)
+    assert params.sample.subject.image_size % 2 == 0
+    assert isinstance(params.sample.subject.sentences, tuple)
+
+
+def test_loaded_params_round_trip_to_the_same_yaml_data(repo_root):
+    raw = yaml.safe_load((repo_root / "params.yaml").read_text())
+    assert to_dict(load_params(repo_root / "params.yaml")) == raw
+
+
+def test_unknown_key_is_rejected_with_its_name_and_the_file(tmp_path, repo_root):
+    path = write_params(tmp_path, repo_root, lambda raw: raw["sample"]["blink"].update(blinks_per_minute=3))
+    with pytest.raises(ConfigError, match=r"params\.yaml.*unknown key\(s\) sample\.blink\.blinks_per_minute"):
+        load_params(path)
+
+
+def test_unknown_section_is_rejected(tmp_path, repo_root):
+    path = write_params(tmp_path, repo_root, lambda raw: raw.update(nerf_coarse_typo={"iters": 1}))
+    with pytest.raises(ConfigError, match="unknown key.*nerf_coarse_typo"):
+        load_params(path)
+
+
+def test_missing_key_is_rejected(tmp_path, repo_root):
+    path = write_params(tmp_path, repo_root, lambda raw: raw["sample"].pop("seed"))
+    with pytest.raises(ConfigError, match=r"missing key\(s\) sample\.seed"):
+        load_params(path)
+
+
+@pytest.mark.parametrize(
+    ("key_path", "value", "message"),
+    [
+        (("sample", "seed"), "zero", r"'sample\.seed': expected int, got str 'zero'"),
+        (("sample", "seed"), True, r"'sample\.seed': expected int, got bool"),
+        (("sample", "subject", "look", "mirror"), 1, r"'sample\.subject\.look\.mirror': expected bool"),
+        (("sample", "subject", "look", "crop"), [1, 2], r"'sample\.subject\.look\.crop': expected a list of 3"),
+        (("sample", "subject", "sentences"), "one sentence", r"'sample\.subject\.sentences': expected a list"),
+        (("sample", "blink"), 3, r"expected a mapping for 'sample\.blink'"),
+    ],
+)
+def test_wrong_type_is_rejected_with_the_key(tmp_path, repo_root, key_path, value, message):
+    def edit(raw):
+        section = raw
+        for key in key_path[:-1]:
+            section = section[key]
+        section[key_path[-1]] = value
+
+    with pytest.raises(ConfigError, match=message):
+        load_params(write_params(tmp_path, repo_root, edit))
+
+
+def test_ints_are_accepted_where_floats_are_expected(tmp_path, repo_root):
+    path = write_params(tmp_path, repo_root, lambda raw: raw["sample"]["clips"].update(pause_s=1))
+    value = load_params(path).sample.clips.pause_s
+    assert value == 1.0 and isinstance(value, float)
+
+
+def test_literal_choices_and_optional_values():
+    @dataclasses.dataclass(frozen=True)
+    class Choice:
+        mode: Literal["csfm", "concat"]
+        limit: int | None
+
+    assert from_dict(Choice, {"mode": "concat", "limit": None}) == Choice("concat", None)
+    with pytest.raises(ConfigError, match=r"key 'mode': must be one of 'csfm', 'concat', got 'sum'"):
+        from_dict(Choice, {"mode": "sum", "limit": 3}, source="x.yaml")
+
+
+def test_missing_or_invalid_file_is_reported(tmp_path):
+    with pytest.raises(ConfigError, match="params file not found"):
+        load_params(tmp_path / "absent.yaml")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("sample: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_params(broken)
+
+
+def test_every_config_field_has_a_docstring():
+    tree = ast.parse(Path(params_module.__file__).read_text())
+    undocumented = []
+    for node in tree.body:
+        if not isinstance(node, ast.ClassDef):
+            continue
+        body = node.body
+        for index, statement in enumerate(body):
+            if isinstance(statement, ast.AnnAssign):
+                following = body[index + 1] if index + 1 < len(body) else None
+                documented = (
+                    isinstance(following, ast.Expr)
+                    and isinstance(following.value, ast.Constant)
+                    and isinstance(following.value.value, str)
+                )
+                if not documented:
+                    undocumented.append(f"{node.name}.{statement.target.id}")
+    assert not undocumented, f"config fields without a docstring: {undocumented}"
+
+
+def test_every_config_class_is_frozen():
+    classes = [value for value in vars(params_module).values() if dataclasses.is_dataclass(value)]
+    assert classes
+    for schema in classes:
+        assert schema.__dataclass_params__.frozen, schema.__name__
+
+
+def dvc_param_keys(dvc_yaml: dict) -> list[str]:
+    keys = []
+    for stage in dvc_yaml["stages"].values():
+        body = stage.get("do", stage)
+        for entry in body.get("params", []):
+            if isinstance(entry, str):
+                keys.append(entry)
+            else:
+                for file_keys in entry.values():
+                    keys.extend(file_keys)
+    return keys
+
+
+def test_every_dvc_params_key_exists_in_params_yaml(repo_root):
+    dvc_yaml = yaml.safe_load((repo_root / "dvc.yaml").read_text())
+    params = yaml.safe_load((repo_root / "params.yaml").read_text())
+    keys = dvc_param_keys(dvc_yaml)
+    assert keys, "dvc.yaml declares no params"
+    for key in keys:
+        node = params
+        for part in key.split("."):
+            assert isinstance(node, dict) and part in node, f"dvc.yaml names params key {key!r}, absent in params.yaml"
+            node = node[part]

@@ -1,0 +1,139 @@
+"""End-to-end: `dvc repro` in a temporary copy of the repository, then checks of everything it produced.
+
+This is the design card's "CI reproducing small-subject smoke runs"; it grows as stages are added.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from damc_core.media import AUDIO_SAMPLE_RATE, VIDEO_FPS, probe, read_video
+
+from damc_core import clipset
+
+pytestmark = pytest.mark.slow
+
+
+def run(args: list[str], cwd: Path, env: dict[str, str]) -> str:
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def pipeline_env(tmp_path_factory) -> dict[str, str]:
+    env = dict(os.environ, DVC_NO_ANALYTICS="1", PYTHONPATH="")
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    return env
+
+
+@pytest.fixture(scope="module")
+def reproduced(tmp_path_factory, repo_root, pipeline_env) -> Path:
+    """A fresh copy of the repository (tracked and unignored files only) after `dvc repro`."""
+    work = tmp_path_factory.mktemp("pipeline") / "repo"
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=repo_root, capture_output=True, text=True, check=True,
+    ).stdout
+    for name in filter(None, listed.split("\0")):
+        source = repo_root / name
+        if source.is_file():
+            (work / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, work / name)
+    pipeline_env["PYTHONPATH"] = str(work)
+    for command in (
+        ["git", "init", "-q"],
+        ["git", "add", "-A"],
+        ["git", "-c", "user.name=test", "-c", "user.email=test@localhost", "commit", "-qm", "copy"],
+    ):
+        run(command, work, pipeline_env)
+    run([sys.executable, "-m", "dvc", "repro"], work, pipeline_env)
+    return work
+
+
+def lock_outs(lock_path: Path) -> dict[str, dict]:
+    lock = yaml.safe_load(lock_path.read_text())
+    return {
+        out["path"]: {key: out.get(key) for key in ("md5", "size", "nfiles")}
+        for stage in lock["stages"].values()
+        for out in stage.get("outs", [])
+    }
+
+
+def test_second_repro_changes_nothing(reproduced, pipeline_env):
+    output = run([sys.executable, "-m", "dvc", "repro"], reproduced, pipeline_env)
+    assert "didn't change" in output or "up to date" in output
+    status = run([sys.executable, "-m", "dvc", "status", "--json"], reproduced, pipeline_env)
+    assert json.loads(status) == {}
+
+
+def test_outputs_are_byte_identical_to_the_committed_lock(reproduced, repo_root):
+    committed = repo_root / "dvc.lock"
+    assert committed.is_file(), "dvc.lock must be committed: run `dvc repro` and commit it"
+    assert lock_outs(reproduced / "dvc.lock") == lock_outs(committed)
+
+
+def test_sample_video_is_25_fps_with_16_khz_audio_of_equal_length(reproduced):
+    subject = reproduced / "data/sample/subject"
+    info = probe(subject / "video.mp4")
+    meta = json.loads((subject / "meta.json").read_text())
+    assert info.video.fps == VIDEO_FPS
+    assert (info.video.width, info.video.height) == (meta["image_size"], meta["image_size"])
+    assert info.audio.sample_rate == AUDIO_SAMPLE_RATE and info.audio.channels == 1
+    assert info.audio.codec == "aac" and info.video.codec == "h264"
+    video_s = info.video.n_frames / VIDEO_FPS
+    assert abs(info.audio.duration_s - video_s) < 1 / VIDEO_FPS
+    assert 15.0 <= video_s <= 30.0
+    assert info.video.n_frames == meta["frames"]
+
+
+def test_sample_ground_truth_matches_the_video(reproduced):
+    subject = reproduced / "data/sample/subject"
+    signals = pd.read_csv(subject / "signals.tsv", sep="\t")
+    landmarks = np.load(subject / "landmarks.npy")
+    frames = json.loads((subject / "meta.json").read_text())["frames"]
+    assert len(signals) == frames and landmarks.shape == (frames, 68, 2)
+    assert signals["aperture"].between(0, 1).all() and signals["blink"].between(0, 1).all()
+    assert (signals["blink"] > 0.9).sum() >= 3, "the subject should blink a few times"
+    assert 0.3 < (signals["aperture"] > 0).mean() < 0.95, "speech with pauses"
+
+
+def test_a_real_face_detector_sees_the_face_and_its_moving_mouth(reproduced):
+    mediapipe = pytest.importorskip("mediapipe")
+    subject = reproduced / "data/sample/subject"
+    frames = read_video(subject / "video.mp4")
+    truth = pd.read_csv(subject / "signals.tsv", sep="\t")["mouth_opening_px"].to_numpy()
+    detected = []
+    with mediapipe.solutions.face_mesh.FaceMesh(static_image_mode=False, max_num_faces=2) as mesh:
+        for frame in frames[::2]:
+            faces = mesh.process(frame).multi_face_landmarks
+            assert faces is not None and len(faces) == 1
+            upper, lower = faces[0].landmark[13], faces[0].landmark[14]
+            detected.append(np.hypot(upper.x - lower.x, upper.y - lower.y) * frame.shape[0])
+    correlation = np.corrcoef(detected, truth[::2])[0, 1]
+    assert correlation > 0.8, f"MediaPipe's inner-lip distance should follow the rendered mouth (r={correlation:.2f})"
+
+
+def test_sample_clips_form_a_readable_clip_set(reproduced):
+    root = reproduced / "data/sample/clips"
+    manifest = clipset.read_manifest(root)
+    assert len(manifest) >= 4
+    for row in manifest.itertuples():
+        info = probe(clipset.clip_path(root, row.clip_id))
+        assert info.video.fps == VIDEO_FPS and info.audio.sample_rate == AUDIO_SAMPLE_RATE
+        assert info.video.n_frames == row.frames
+        assert (root / "truth" / f"{row.clip_id}.signals.tsv").is_file()
+
+
+def test_preview_picture_is_written(reproduced):
+    preview = reproduced / "reports/sample/preview.png"
+    assert preview.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
