@@ -103,10 +103,11 @@ def iter_video_frames(
     fps: float = VIDEO_FPS,
     size: tuple[int, int] | None = None,
 ) -> Iterator[np.ndarray]:
-    """Yield the frames of ``path`` one at a time as HxWx3 uint8 RGB arrays.
+    """Return an iterator over the frames of ``path`` as HxWx3 uint8 RGB arrays.
 
     Frames are resampled to ``fps`` (dropping or repeating frames) and, if ``size`` is given as
-    (width, height), scaled to it. Only one frame is held in memory at a time.
+    (width, height), scaled to it. The file is checked at once; frames are then decoded one at a
+    time as the iterator is consumed, so only one is held in memory.
     """
     _check_positive("fps", fps)
     info = probe(path)
@@ -115,11 +116,7 @@ def iter_video_frames(
     width, height = size if size is not None else (info.video.width, info.video.height)
     _check_positive("width", width)
     _check_positive("height", height)
-    filters = f"fps={fps},scale={width}:{height}"
-    command = [*_FFMPEG, "-i", info.path, "-map", "0:V:0", "-vf", filters,
-               "-pix_fmt", "rgb24", "-f", "rawvideo", "pipe:1"]
-    with _decoding(info.path), open_tool_pipe(command) as process:
-        yield from _read_raw_frames(process.stdout, info.path, height, width)
+    return _decode_frames(info.path, fps, width, height)
 
 
 def read_video(
@@ -167,19 +164,10 @@ def write_video(
     _check_frame(first, index=0, expected_shape=None, path=path)
     height, width = first.shape[:2]
     with tempfile.TemporaryDirectory() as scratch, _atomic_output(path) as partial:
-        audio_inputs, audio_outputs = _audio_arguments(audio, sample_rate, Path(scratch), path)
-        command = [
-            *_FFMPEG, "-y",
-            "-f", "rawvideo", "-pix_fmt", "rgb24", "-video_size", f"{width}x{height}",
-            "-framerate", str(fps), "-i", "pipe:0",
-            *audio_inputs,
-            "-map", "0:v:0",
-            "-c:v", "libx264", "-preset", "medium", "-crf", str(crf), "-pix_fmt", "yuv420p",
-            "-flags:v", "+bitexact",
-            *audio_outputs,
-            "-threads", "1", "-map_metadata", "-1", "-fflags", "+bitexact", "-movflags", "+faststart",
-            "-f", "mp4", partial,
-        ]
+        soundtrack = _write_soundtrack(audio, sample_rate, Path(scratch), path)
+        command = _encode_command(
+            partial, width=width, height=height, fps=fps, crf=crf, soundtrack=soundtrack, sample_rate=sample_rate
+        )
         with open_tool_pipe(command, stdin=True, stdout=False) as process:
             for index, frame in enumerate(itertools.chain([first], frame_iter)):
                 _check_frame(frame, index=index, expected_shape=first.shape, path=path)
@@ -307,6 +295,14 @@ def _decoding(path: Path) -> Iterator[None]:
         raise MediaError(f"ffmpeg could not decode {path}: {error.stderr or error}") from error
 
 
+def _decode_frames(path: Path, fps: float, width: int, height: int) -> Iterator[np.ndarray]:
+    """Decode the first video stream of ``path`` at ``fps`` and size ``width`` x ``height``."""
+    command = [*_FFMPEG, "-i", path, "-map", "0:V:0", "-vf", f"fps={fps},scale={width}:{height}",
+               "-pix_fmt", "rgb24", "-f", "rawvideo", "pipe:1"]
+    with _decoding(path), open_tool_pipe(command) as process:
+        yield from _read_raw_frames(process.stdout, path, height, width)
+
+
 def _read_raw_frames(pipe: IO[bytes], path: Path, height: int, width: int) -> Iterator[np.ndarray]:
     """Read rgb24 frames of the given size from ``pipe`` until it ends."""
     while True:
@@ -319,7 +315,7 @@ def _read_raw_frames(pipe: IO[bytes], path: Path, height: int, width: int) -> It
         yield frame
 
 
-def _check_frame(frame: Any, *, index: int, expected_shape: tuple[int, ...] | None, path: Path) -> None:
+def _check_frame(frame: object, *, index: int, expected_shape: tuple[int, ...] | None, path: Path) -> None:
     """Check a frame to encode is HxWx3 uint8 with even sides and, if given, the expected shape."""
     where = f"Cannot write {path}: frame {index}"
     if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8:
@@ -334,22 +330,41 @@ def _check_frame(frame: Any, *, index: int, expected_shape: tuple[int, ...] | No
         raise MediaError(f"{where} is {width}x{height}; H.264 with yuv420p needs even width and height.")
 
 
-def _audio_arguments(
-    audio: np.ndarray | None,
-    sample_rate: int,
-    scratch: Path,
-    path: Path,
-) -> tuple[list[str | Path], list[str]]:
-    """Write the soundtrack to a wav in ``scratch``; return ffmpeg's input and output arguments for it."""
+def _write_soundtrack(audio: np.ndarray | None, sample_rate: int, scratch: Path, path: Path) -> Path | None:
+    """Write the mono soundtrack for ``path`` as a wav in ``scratch``; None when there is no audio."""
     if audio is None:
-        return [], []
+        return None
     if np.ndim(audio) != 1:
         raise MediaError(f"Cannot write {path}: audio must be mono (1-D), got shape {np.shape(audio)}.")
     wav = scratch / "audio.wav"
     write_audio(wav, audio, sample_rate)
-    inputs: list[str | Path] = ["-i", wav]
-    outputs = ["-map", "1:a:0", "-c:a", "aac", "-b:a", "128k", "-ar", str(sample_rate), "-flags:a", "+bitexact"]
-    return inputs, outputs
+    return wav
+
+
+def _encode_command(
+    output: Path,
+    *,
+    width: int,
+    height: int,
+    fps: int,
+    crf: int,
+    soundtrack: Path | None,
+    sample_rate: int,
+) -> list[str | Path]:
+    """ffmpeg arguments encoding rgb24 frames from stdin (plus a wav soundtrack as AAC) into a bit-exact mp4."""
+    video_input = ["-f", "rawvideo", "-pix_fmt", "rgb24", "-video_size", f"{width}x{height}",
+                   "-framerate", str(fps), "-i", "pipe:0"]
+    video_output = ["-map", "0:v:0", "-c:v", "libx264", "-preset", "medium", "-crf", str(crf),
+                    "-pix_fmt", "yuv420p", "-flags:v", "+bitexact"]
+    audio_input: list[str | Path] = []
+    audio_output: list[str] = []
+    if soundtrack is not None:
+        audio_input = ["-i", soundtrack]
+        audio_output = ["-map", "1:a:0", "-c:a", "aac", "-b:a", "128k", "-ar", str(sample_rate),
+                        "-flags:a", "+bitexact"]
+    container = ["-threads", "1", "-map_metadata", "-1", "-fflags", "+bitexact", "-movflags", "+faststart",
+                 "-f", "mp4", output]
+    return [*_FFMPEG, "-y", *video_input, *audio_input, *video_output, *audio_output, *container]
 
 
 def _finite_audio(audio: np.ndarray, path: Path) -> np.ndarray:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +41,7 @@ def lavfi_tone(duration_s: float = 2.0) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def media_dir(tmp_path_factory) -> Path:
+def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("media")
 
 
@@ -76,7 +77,8 @@ def mp3_with_cover_art(media_dir: Path) -> Path:
 
 def solid_frames(n_frames: int, height: int = 48, width: int = 64) -> np.ndarray:
     """Frames of one colour each, the colour changing from frame to frame."""
-    colours = np.array([[(40 + 20 * i) % 256, 200 - 15 * i, 60 + 10 * i] for i in range(n_frames)], dtype=np.uint8)
+    steps = np.arange(n_frames)[:, None]
+    colours = ((np.array([40, 200, 60]) + steps * np.array([20, -15, 10])) % 256).astype(np.uint8)
     return np.broadcast_to(colours[:, None, None, :], (n_frames, height, width, 3)).copy()
 
 
@@ -158,7 +160,7 @@ def test_read_audio_resamples_to_requested_rate(audio_only_wav: Path) -> None:
 
 
 @pytest.mark.parametrize("reader", [probe, read_audio, read_video])
-def test_missing_file_is_reported(reader, tmp_path: Path) -> None:
+def test_missing_file_is_reported(reader: Callable[[Path], object], tmp_path: Path) -> None:
     with pytest.raises(MediaError, match="clip.mp4 does not exist"):
         reader(tmp_path / "clip.mp4")
 
@@ -185,7 +187,7 @@ def test_text_file_is_reported_with_ffprobe_reason(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("fixture", ["audio_only_wav", "mp3_with_cover_art"])
-def test_read_video_of_audio_only_file_says_no_video(fixture: str, request) -> None:
+def test_read_video_of_audio_only_file_says_no_video(fixture: str, request: pytest.FixtureRequest) -> None:
     path = request.getfixturevalue(fixture)
 
     with pytest.raises(MediaError, match="has no video"):
@@ -240,9 +242,10 @@ def test_write_video_is_deterministic(tmp_path: Path) -> None:
 def test_failed_write_leaves_existing_file_untouched(tmp_path: Path) -> None:
     target = tmp_path / "out.mp4"
     target.write_bytes(b"previous result")
-    frames = [solid_frames(1)[0], solid_frames(1, height=32, width=32)[0]]
+    # Enough good frames that ffmpeg has opened its output before the bad one arrives.
+    frames = [*solid_frames(20), solid_frames(1, height=32, width=32)[0]]
 
-    with pytest.raises(MediaError, match="frame 1 has shape"):
+    with pytest.raises(MediaError, match="frame 20 has shape"):
         write_video(target, frames)
 
     assert target.read_bytes() == b"previous result"

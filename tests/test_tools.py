@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -29,7 +30,9 @@ def test_require_tool_returns_absolute_executable_path() -> None:
     ("tool", "hint"),
     [("sox", "apt-get install sox"), ("espeak-ng", "apt-get install espeak-ng"), ("ffprobe", "apt-get install ffmpeg")],
 )
-def test_missing_tool_names_tool_and_install_hint(monkeypatch, tmp_path, tool: str, hint: str) -> None:
+def test_missing_tool_names_tool_and_install_hint(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tool: str, hint: str
+) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
 
     with pytest.raises(ToolNotFoundError) as caught:
@@ -39,7 +42,7 @@ def test_missing_tool_names_tool_and_install_hint(monkeypatch, tmp_path, tool: s
     assert hint in str(caught.value)
 
 
-def test_missing_tool_without_hint_is_still_named(monkeypatch, tmp_path) -> None:
+def test_missing_tool_without_hint_is_still_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
 
     with pytest.raises(ToolNotFoundError, match="'no-such-tool' was not found on PATH"):
@@ -83,7 +86,7 @@ def test_stderr_that_is_not_utf8_is_still_reported() -> None:
         run_tool(python_command(code))
 
 
-def test_real_ffmpeg_failure_is_reported_with_its_message(tmp_path) -> None:
+def test_real_ffmpeg_failure_is_reported_with_its_message(tmp_path: Path) -> None:
     missing = tmp_path / "missing.mp4"
 
     with pytest.raises(ToolError) as caught:
@@ -113,9 +116,8 @@ def test_open_tool_pipe_streams_through_stdin_and_stdout() -> None:
 def test_open_tool_pipe_raises_on_non_zero_exit() -> None:
     code = "import sys; print('partial'); sys.stderr.write('decoder exploded'); sys.exit(5)"
 
-    with pytest.raises(ToolError) as caught:
-        with open_tool_pipe(python_command(code)) as process:
-            assert process.stdout.read() == b"partial\n"
+    with pytest.raises(ToolError) as caught, open_tool_pipe(python_command(code)) as process:
+        assert process.stdout.read() == b"partial\n"
 
     assert "exit code 5" in str(caught.value)
     assert "decoder exploded" in str(caught.value)
@@ -124,18 +126,22 @@ def test_open_tool_pipe_raises_on_non_zero_exit() -> None:
 def test_open_tool_pipe_reports_tool_failure_instead_of_broken_pipe() -> None:
     code = "import sys; sys.stderr.write('unsupported pixel format'); sys.exit(2)"
 
-    with pytest.raises(ToolError, match="unsupported pixel format"):
-        with open_tool_pipe(python_command(code), stdin=True, stdout=False) as process:
-            for _ in range(1000):
-                process.stdin.write(b"\0" * 65536)
+    with (
+        pytest.raises(ToolError, match="unsupported pixel format"),
+        open_tool_pipe(python_command(code), stdin=True, stdout=False) as process,
+    ):
+        for _ in range(1000):
+            process.stdin.write(b"\0" * 65536)
 
 
 def test_open_tool_pipe_kills_process_and_reraises_body_error() -> None:
     start = time.monotonic()
 
-    with pytest.raises(KeyError, match="from the body"):
-        with open_tool_pipe(python_command("import time; time.sleep(30)")) as process:
-            raise KeyError("from the body")
+    with (
+        pytest.raises(KeyError, match="from the body"),
+        open_tool_pipe(python_command("import time; time.sleep(30)")) as process,
+    ):
+        raise KeyError("from the body")
 
     assert process.returncode is not None
     assert process.returncode != 0
