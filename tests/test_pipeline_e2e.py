@@ -137,3 +137,14 @@ def test_sample_clips_form_a_readable_clip_set(reproduced):
 def test_preview_picture_is_written(reproduced):
     preview = reproduced / "reports/sample/preview.png"
     assert preview.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_real_face_detector_finds_one_face_in_every_clip(reproduced):
+    mediapipe = pytest.importorskip("mediapipe")
+    root = reproduced / "data/sample/clips"
+    with mediapipe.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=2) as mesh:
+        for clip_id in clipset.read_manifest(root)["clip_id"]:
+            frames = read_video(clipset.clip_path(root, clip_id))
+            for index in (0, len(frames) // 2, len(frames) - 1):
+                faces = mesh.process(frames[index]).multi_face_landmarks
+                assert faces is not None and len(faces) == 1, f"{clip_id} frame {index}"
