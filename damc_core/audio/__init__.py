@@ -1,0 +1,1 @@
+"""Audio features: the content encoder's input and output, the dynamic encoder's mel windows, pinyin units."""
