@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import math
 import os
 import secrets
 import tempfile
@@ -15,6 +16,7 @@ from typing import IO, Any
 
 import numpy as np
 import soundfile
+from scipy.signal import resample_poly
 
 from damc_core.tools import ToolError, ToolNotFoundError, open_tool_pipe, run_tool
 
@@ -129,6 +131,25 @@ def read_video(
     if not frames:
         raise MediaError(f"{Path(path)} has a video stream that decodes to zero frames.")
     return np.stack(frames)
+
+
+def count_video_frames(path: PathLike, fps: float = VIDEO_FPS) -> int:
+    """Number of frames ``path`` has at ``fps``: the container's count when it already is at ``fps``, else counted
+    by decoding at a tiny size (exact, as read_video would return them)."""
+    info = probe(path)
+    if info.video is None:
+        raise MediaError(f"{info.path} has no video stream.")
+    if info.video.n_frames is not None and abs(info.video.fps - fps) < 1e-9:
+        return info.video.n_frames
+    return sum(1 for _ in iter_video_frames(info.path, fps=fps, size=(2, 2)))
+
+
+def resample(audio: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
+    """Polyphase resampling of 1-D audio between integer sample rates."""
+    _check_positive("from_rate", from_rate)
+    _check_positive("to_rate", to_rate)
+    divisor = math.gcd(from_rate, to_rate)
+    return resample_poly(audio, to_rate // divisor, from_rate // divisor)
 
 
 def write_audio(path: PathLike, audio: np.ndarray, sample_rate: int) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 
 @dataclass(frozen=True)
@@ -124,8 +125,64 @@ class SampleConfig:
 
 
 @dataclass(frozen=True)
+class AudioFeaturesConfig:
+    """Content features E_c(x) and mel windows for E_d, one row per video frame (stage `audio_features`)."""
+
+    language: Literal["en", "zh"]
+    """Language of the speech; 'zh' maps a character-vocabulary CTC model's posteriors onto pinyin units."""
+    content_encoder: str
+    """Hub id or local directory of a CTC ASR model (e.g. facebook/hubert-large-ls960-ft), or 'stand-in' for a
+    small random-init model whose features carry no speech content (offline runs of the pipeline only)."""
+    content_output: Literal["logits", "hidden_states"]
+    """Use the CTC logits (the paper's E_c) or the encoder's last hidden states."""
+    chunk_s: float
+    """Seconds of audio per encoder pass; longer audio is processed chunk by chunk with bounded memory."""
+    context_s: float
+    """Seconds of neighbouring audio each chunk also sees on both sides (discarded from its output)."""
+
+
+@dataclass(frozen=True)
+class TextConfig:
+    """One text to speak."""
+
+    name: str
+    """Clip id, used as its folder name."""
+    language: Literal["en", "zh"]
+    """Language of the text (Mandarin is spoken through numbered pinyin by espeak-ng)."""
+    text: str
+    """What to say."""
+
+
+@dataclass(frozen=True)
+class TTSConfig:
+    """Text-to-speech clips for driving the head with text (stage `tts`, paper 2.3)."""
+
+    backend: Literal["espeak", "speecht5"]
+    """English backend: 'speecht5' (acoustic model + HiFi-GAN; needs weights) or 'espeak' (offline). Mandarin always
+    uses espeak-ng, as SpeechT5 speaks English only."""
+    texts: tuple[TextConfig, ...]
+    """The texts to speak."""
+    espeak_voice: str
+    """espeak-ng voice for English text."""
+    words_per_minute: int
+    """espeak-ng speaking rate."""
+    pitch: int
+    """espeak-ng base pitch, 0..99."""
+    acoustic_model: str
+    """SpeechT5 acoustic model: hub id or local directory."""
+    vocoder: str
+    """SpeechT5 HiFi-GAN vocoder: hub id or local directory."""
+    speaker_embedding: str
+    """Path of a .npy 512-d x-vector choosing SpeechT5's voice."""
+
+
+@dataclass(frozen=True)
 class Params:
     """All of params.yaml."""
 
     sample: SampleConfig
     """Section of the `sample` stage."""
+    audio_features: AudioFeaturesConfig
+    """Section of the `audio_features` stage (also used by rendering)."""
+    tts: TTSConfig
+    """Section of the `tts` stage."""

@@ -16,9 +16,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from damc_core.media import AUDIO_SAMPLE_RATE, VIDEO_FPS, probe, read_video
 
 from damc_core import clipset
+from damc_core.audio.features import load_features
+from damc_core.media import AUDIO_SAMPLE_RATE, VIDEO_FPS, probe, read_audio, read_video
 
 pytestmark = pytest.mark.slow
 
@@ -148,3 +149,26 @@ def test_a_real_face_detector_finds_one_face_in_every_clip(reproduced):
             for index in (0, len(frames) // 2, len(frames) - 1):
                 faces = mesh.process(frames[index]).multi_face_landmarks
                 assert faces is not None and len(faces) == 1, f"{clip_id} frame {index}"
+
+
+def test_subject_audio_features_have_one_row_per_video_frame(reproduced):
+    subject = reproduced / "data/sample/subject"
+    frames = json.loads((subject / "meta.json").read_text())["frames"]
+    audio = read_audio(subject / "video.mp4")
+    features = reproduced / "data/features/sample"
+    content, content_meta = load_features(features / "content.npy", frames=frames, audio=audio)
+    mel, _ = load_features(features / "mel.npy", frames=frames, audio=audio)
+    assert content.shape == (frames, 2, content_meta.dim) and mel.shape == (frames, 80, 16)
+    report = json.loads((reproduced / "reports/audio_features/sample.json").read_text())
+    assert report["content_encoder"] == "random-init stand-in"
+
+
+def test_tts_clips_exist_for_every_configured_text(reproduced):
+    texts = yaml.safe_load((reproduced / "params.yaml").read_text())["tts"]["texts"]
+    report = json.loads((reproduced / "reports/tts.json").read_text(encoding="utf-8"))
+    assert set(report) == {text["name"] for text in texts}
+    for text in texts:
+        clip = reproduced / "data/tts" / text["name"]
+        audio = read_audio(clip / "speech.wav")
+        mel, meta = load_features(clip / "mel.npy", audio=audio)
+        assert meta.language == text["language"] and mel.shape[0] == report[text["name"]]["frames"]

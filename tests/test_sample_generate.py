@@ -88,5 +88,5 @@ def test_manifest_errors_name_the_problem(tmp_path, performance):
 
 
 def test_speech_rejects_empty_text(sample_config):
-    with pytest.raises(ValueError, match="empty text"):
+    with pytest.raises(ValueError, match="no speakable characters"):
         speak(("  ",), sample_config.subject.speaker, 0.1, 16_000)
