@@ -11,15 +11,16 @@ from scipy.interpolate import RBFInterpolator
 from damc_core.params import ArticulationConfig, LookConfig
 
 # The 68 iBUG landmarks of scikit-image's public-domain astronaut portrait (Eileen Collins, NASA), 512x512.
-# Measured once with MediaPipe FaceMesh 0.10.21 (refined landmarks) mapped onto the iBUG-68 order, and checked by eye.
+# Measured once with MediaPipe FaceMesh 0.10.21 (refined landmarks) mapped onto the iBUG-68 order with
+# damc_core.face.landmarks.MEDIAPIPE_TO_IBUG68, and checked by eye.
 # Pixel coordinates (x right, y down) with the centre of pixel (row r, column c) at (x=c, y=r).
 ASTRONAUT_LANDMARKS = np.array(
     [
-        [180.3, 92.0], [178.9, 109.5], [178.8, 118.4], [181.1, 138.9],
-        [184.4, 147.8], [188.6, 154.8], [199.4, 166.8], [211.7, 175.2],
+        [179.1, 100.8], [178.9, 109.5], [178.8, 118.4], [179.3, 128.3],
+        [181.1, 138.9], [188.6, 154.8], [199.4, 166.8], [211.7, 175.2],
         [220.8, 176.9], [229.9, 176.4], [243.3, 169.5], [255.4, 158.9],
-        [260.3, 152.4], [264.6, 143.9], [269.0, 123.9], [269.7, 115.0],
-        [269.6, 97.3], [187.6, 90.6], [191.9, 87.6], [198.3, 86.4],
+        [264.6, 143.9], [267.5, 133.6], [269.0, 123.9], [269.7, 115.0],
+        [270.2, 106.3], [187.6, 90.6], [191.9, 87.6], [198.3, 86.4],
         [206.3, 87.4], [215.4, 89.3], [235.3, 91.0], [244.6, 90.3],
         [252.5, 90.2], [258.5, 92.1], [262.3, 95.5], [224.4, 100.0],
         [223.9, 109.9], [223.4, 119.4], [223.1, 125.3], [212.6, 128.0],

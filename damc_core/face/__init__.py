@@ -1,0 +1,1 @@
+"""Face preparation: 68-point landmarks, face parsing, head pose and camera, eye blinks."""
