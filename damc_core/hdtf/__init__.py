@@ -1,0 +1,1 @@
+"""HDTF dataset preparation: official metadata, cutting and cropping, filtering into a clip set."""
