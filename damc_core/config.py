@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import types
 import typing
@@ -69,6 +70,8 @@ def _convert(value: Any, hint: Any, *, key: str, source: str) -> Any:
         return _convert(value, members[0], key=key, source=source)
     if origin is tuple:
         return _convert_tuple(value, args, key=key, source=source)
+    if origin in (dict, collections.abc.Mapping):
+        return _convert_mapping(value, args, key=key, source=source)
     return _convert_scalar(value, hint, key=key, source=source)
 
 
@@ -105,6 +108,18 @@ def _convert_tuple(value: Any, args: tuple, *, key: str, source: str) -> tuple:
         _convert(item, item_hint, key=f"{key}[{index}]", source=source)
         for index, (item, item_hint) in enumerate(zip(value, item_hints, strict=True))
     )
+
+
+def _convert_mapping(value: Any, args: tuple, *, key: str, source: str) -> dict:
+    if not isinstance(value, dict) or not value:
+        _fail(source, key, f"expected a non-empty mapping, got {_describe(value)}")
+    key_hint, value_hint = args
+    return {
+        _convert(name, key_hint, key=f"{key} (a name)", source=source): _convert(
+            item, value_hint, key=_join(key, str(name)), source=source
+        )
+        for name, item in value.items()
+    }
 
 
 def _convert_scalar(value: Any, hint: Any, *, key: str, source: str) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -142,6 +143,72 @@ class AudioFeaturesConfig:
 
 
 @dataclass(frozen=True)
+class FilterThresholds:
+    """What a clip must satisfy to be kept by the HDTF filter; the defaults suit 512x512 HDTF clips."""
+
+    min_face_fraction: float = 0.9
+    """Smallest fraction of the analysed frames that must show exactly one face."""
+    max_multi_face_fraction: float = 0.1
+    """Largest fraction of the analysed frames that may show more than one face."""
+    min_face_size_px: float = 128.0
+    """Smallest median width of the face's landmark box, in pixels of the output clip (so it scales with size)."""
+    max_head_motion: float = 0.03
+    """Largest median per-frame speed of the rigid landmarks (nose bridge, eye corners), as a fraction of the face width."""
+    max_scene_cut_score: float = 0.35
+    """Largest colour-histogram distance (Bhattacharyya, 0..1) between two consecutive frames; above it is a cut."""
+    min_speech_ratio: float = 0.5
+    """Smallest fraction of 25 fps frames with speech (see damc_core.hdtf.filtering.speech_ratio)."""
+    min_duration_s: float = 2.0
+    """Shortest clip kept, in seconds."""
+    sample_every: int = 5
+    """Look for faces in every n-th frame only (1: every frame); the other statistics use every frame."""
+
+    def __post_init__(self) -> None:
+        if self.sample_every < 1:
+            raise ValueError(f"sample_every must be at least 1, got {self.sample_every}")
+
+
+@dataclass(frozen=True)
+class HdtfFilterConfig:
+    """Cutting, cropping and filtering talking-head clips into a clip set (stage `hdtf_filter`)."""
+
+    size: int
+    """Side of the output clips in pixels (512 for HDTF, as in the paper; smaller for a quick run)."""
+    landmarks: Literal["mediapipe", "face_alignment"]
+    """Landmark backend used to count faces and measure face size and head motion."""
+    thresholds: FilterThresholds
+    """What a clip must satisfy to be kept."""
+
+
+@dataclass(frozen=True)
+class FacePrepConfig:
+    """Turning a subject's speaking video into an ER-NeRF-compatible dataset (stage `face_prep`)."""
+
+    landmarks: Literal["mediapipe", "face_alignment"]
+    """68-point landmark backend: MediaPipe FaceMesh mapped to iBUG-68 (offline) or face_alignment's FAN (weights)."""
+    parsing: Literal["mediapipe", "bisenet"]
+    """Face parsing backend: MediaPipe person segmentation + landmark geometry (offline) or BiSeNet (weights)."""
+    bisenet_weights: str
+    """Path of BiSeNet's 79999_iter.pth (face-parsing.PyTorch), used when parsing is 'bisenet'."""
+    max_gap_frames: int
+    """Longest run of frames without a detected face that is bridged by interpolation; longer runs are an error."""
+    max_multi_face_fraction: float
+    """Largest fraction of frames that may show more than one face (the largest face is used)."""
+    min_size_px: int
+    """Smallest accepted width or height of the video, in pixels."""
+    min_frames: int
+    """Fewest frames (at 25 fps) accepted; shorter videos cannot be split into training and validation."""
+    val_fraction: float
+    """Fraction of frames, at the end of the video, held out for validation."""
+    pose_smoothing_frames: int
+    """Width of the centred temporal smoothing of head pose (odd; 1 disables it)."""
+    blink_open_percentile: float
+    """Eye-aspect-ratio percentile taken as 'eyes open' for the blink signal."""
+    jpeg_quality: int
+    """JPEG quality of the frame images (ori_imgs, gt_imgs, bc.jpg)."""
+
+
+@dataclass(frozen=True)
 class TextConfig:
     """One text to speak."""
 
@@ -180,9 +247,16 @@ class TTSConfig:
 class Params:
     """All of params.yaml."""
 
+    subjects: Mapping[str, str]
+    """The subjects to build a head of: name -> speaking video. Stages `face_prep` and `audio_features` run once per
+    subject (DVC foreach). Read-only at run time."""
     sample: SampleConfig
     """Section of the `sample` stage."""
     audio_features: AudioFeaturesConfig
     """Section of the `audio_features` stage (also used by rendering)."""
     tts: TTSConfig
     """Section of the `tts` stage."""
+    hdtf_filter: HdtfFilterConfig
+    """Section of the `hdtf_filter` stage."""
+    face_prep: FacePrepConfig
+    """Section of the `face_prep` stage."""

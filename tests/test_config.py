@@ -151,3 +151,13 @@ def test_every_dvc_params_key_exists_in_params_yaml(repo_root):
         for part in key.split("."):
             assert isinstance(node, dict) and part in node, f"dvc.yaml names params key {key!r}, absent in params.yaml"
             node = node[part]
+
+
+def test_subjects_map_names_to_videos(tmp_path, repo_root):
+    assert load_params(repo_root / "params.yaml").subjects["sample"].endswith(".mp4")
+    path = write_params(tmp_path, repo_root, lambda raw: raw["subjects"].update(other=3))
+    with pytest.raises(ConfigError, match=r"'subjects\.other': expected str, got int"):
+        load_params(path)
+    path = write_params(tmp_path, repo_root, lambda raw: raw.update(subjects={}))
+    with pytest.raises(ConfigError, match="'subjects': expected a non-empty mapping"):
+        load_params(path)

@@ -172,3 +172,32 @@ def test_tts_clips_exist_for_every_configured_text(reproduced):
         audio = read_audio(clip / "speech.wav")
         mel, meta = load_features(clip / "mel.npy", audio=audio)
         assert meta.language == text["language"] and mel.shape[0] == report[text["name"]]["frames"]
+
+
+def test_face_prep_builds_an_ernerf_dataset_of_the_sample(reproduced):
+    dataset = reproduced / "data/faces/sample"
+    frames = json.loads((reproduced / "data/sample/subject/meta.json").read_text())["frames"]
+    for folder, suffix in (("ori_imgs", ".jpg"), ("ori_imgs", ".lms"), ("parsing", ".png"), ("gt_imgs", ".jpg"),
+                           ("torso_imgs", ".png")):
+        assert len(list((dataset / folder).glob(f"*{suffix}"))) == frames, folder
+    for name in ("bc.jpg", "aud.wav", "au.csv", "landmarks.npy", "blink.npy"):
+        assert (dataset / name).is_file(), name
+    train = json.loads((dataset / "transforms_train.json").read_text())
+    val = json.loads((dataset / "transforms_val.json").read_text())
+    ids = [frame["img_id"] for frame in train["frames"] + val["frames"]]
+    assert ids == list(range(frames)), "train then validation, in time order, every frame once"
+    assert max(f["img_id"] for f in train["frames"]) < min(f["img_id"] for f in val["frames"])
+    for frame in train["frames"] + val["frames"]:
+        rotation = np.asarray(frame["transform_matrix"])[:3, :3]
+        np.testing.assert_allclose(rotation @ rotation.T, np.eye(3), atol=1e-5)
+    assert train["focal_len"] > 0 and train["cx"] == pytest.approx(127.5, abs=1)
+
+
+def test_face_prep_landmarks_agree_with_the_generator(reproduced):
+    detected = np.load(reproduced / "data/faces/sample/landmarks.npy")
+    truth = np.load(reproduced / "data/sample/subject/landmarks.npy")
+    error = np.linalg.norm(detected - truth, axis=2)
+    assert error.mean() < 4.0, f"mean landmark error {error.mean():.2f} px at 256x256"
+    opening_truth = np.linalg.norm(truth[:, 66] - truth[:, 62], axis=1)
+    opening_detected = np.linalg.norm(detected[:, 66] - detected[:, 62], axis=1)
+    assert np.corrcoef(opening_truth, opening_detected)[0, 1] > 0.8
