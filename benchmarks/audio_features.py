@@ -32,7 +32,7 @@ def speechlike(seconds: float) -> np.ndarray:
 def hubert_large():
     from transformers import HubertConfig, HubertForCTC
 
-    from damc_core.audio.content import ContentEncoder, ENGLISH_CTC_VOCAB
+    from damc_core.audio.content import ENGLISH_CTC_VOCAB, ContentEncoder
 
     config = HubertConfig(
         vocab_size=32, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,

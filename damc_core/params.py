@@ -153,7 +153,7 @@ class FilterThresholds:
     min_face_size_px: float = 128.0
     """Smallest median width of the face's landmark box, in pixels of the output clip (so it scales with size)."""
     max_head_motion: float = 0.03
-    """Largest median per-frame speed of the rigid landmarks (nose bridge, eye corners), as a fraction of the face width."""
+    """Largest median per-frame speed of the rigid landmarks (nose bridge, eye corners), in face widths."""
     max_scene_cut_score: float = 0.35
     """Largest colour-histogram distance (Bhattacharyya, 0..1) between two consecutive frames; above it is a cut."""
     min_speech_ratio: float = 0.5

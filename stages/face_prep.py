@@ -1,4 +1,4 @@
-"""Stage `face_prep`: one subject's speaking video -> an ER-NeRF-compatible training set (see damc_core/face/prep.py)."""
+"""Stage `face_prep`: one subject's speaking video -> an ER-NeRF-compatible training set (damc_core/face/prep.py)."""
 
 from __future__ import annotations
 

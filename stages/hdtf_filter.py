@@ -44,7 +44,8 @@ def main() -> None:
     args.report.parent.mkdir(parents=True, exist_ok=True)
     args.report.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     print(f"hdtf_filter: kept {report['kept']} of {report['clips']} clips ({report['hours_kept'] * 60:.1f} min); "
-          f"rejected: {report['rejected'] or 'none'}; {len(missing)} raw videos missing")
+          f"rejected: {report['rejected'] or 'none'}; raw videos missing: {len(report['raw_videos_missing'])} "
+          f"({len(missing)} clips)")
 
 
 if __name__ == "__main__":

@@ -201,3 +201,14 @@ def test_face_prep_landmarks_agree_with_the_generator(reproduced):
     opening_truth = np.linalg.norm(truth[:, 66] - truth[:, 62], axis=1)
     opening_detected = np.linalg.norm(detected[:, 66] - detected[:, 62], axis=1)
     assert np.corrcoef(opening_truth, opening_detected)[0, 1] > 0.8
+
+
+def test_hdtf_filter_keeps_the_sample_clips_at_the_configured_size(reproduced):
+    size = yaml.safe_load((reproduced / "params.yaml").read_text())["hdtf_filter"]["size"]
+    manifest = clipset.read_manifest(reproduced / "data/clips", kept_only=False)
+    assert manifest["kept"].all() and len(manifest) == 6
+    report = json.loads((reproduced / "reports/hdtf_filter.json").read_text())
+    assert report["kept"] == 6 and report["rejected"] == {}
+    for clip_id in manifest["clip_id"]:
+        info = probe(clipset.clip_path(reproduced / "data/clips", clip_id))
+        assert (info.video.width, info.video.height, info.video.fps) == (size, size, VIDEO_FPS)
