@@ -7,7 +7,6 @@ import itertools
 import json
 import math
 import os
-import secrets
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ import numpy as np
 import soundfile
 from scipy.signal import resample_poly
 
+from damc_core.staging import staged_file
 from damc_core.tools import ToolError, ToolNotFoundError, open_tool_pipe, run_tool
 
 VIDEO_FPS = 25
@@ -157,7 +157,7 @@ def write_audio(path: PathLike, audio: np.ndarray, sample_rate: int) -> None:
     path = Path(path)
     samples = _finite_audio(audio, path)
     _check_positive("sample_rate", sample_rate)
-    with _atomic_output(path) as partial:
+    with staged_file(path) as partial:
         soundfile.write(partial, np.clip(samples, -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")
 
 
@@ -184,7 +184,7 @@ def write_video(
         raise MediaError(f"Cannot write {path}: there are no frames.")
     _check_frame(first, index=0, expected_shape=None, path=path)
     height, width = first.shape[:2]
-    with tempfile.TemporaryDirectory() as scratch, _atomic_output(path) as partial:
+    with tempfile.TemporaryDirectory() as scratch, staged_file(path) as partial:
         soundtrack = _write_soundtrack(audio, sample_rate, Path(scratch), path)
         command = _encode_command(
             partial, width=width, height=height, fps=fps, crf=crf, soundtrack=soundtrack, sample_rate=sample_rate
@@ -396,18 +396,6 @@ def _finite_audio(audio: np.ndarray, path: Path) -> np.ndarray:
     if not np.all(np.isfinite(samples)):
         raise MediaError(f"Cannot write {path}: the audio contains NaN or infinite samples.")
     return samples
-
-
-@contextlib.contextmanager
-def _atomic_output(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path`` that replaces ``path`` only if the block succeeds."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{secrets.token_hex(8)}.partial")
-    try:
-        yield partial
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
 
 
 def _check_positive(name: str, value: float) -> None:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
-import secrets
 import tempfile
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -21,6 +19,7 @@ from damc_core import clipset
 from damc_core.hdtf.metadata import ClipSpec
 from damc_core.media import AUDIO_SAMPLE_RATE, VIDEO_FPS, MediaError, MediaInfo, iter_video_frames, probe, read_audio
 from damc_core.params import FilterThresholds
+from damc_core.staging import staged_file
 from damc_core.tools import ToolError, run_tool
 
 Box = tuple[int, int, int, int]
@@ -427,23 +426,11 @@ def _encode_segment(
 ) -> None:
     """Encode `start_s`..`end_s` of `source` through `video_filters` as H.264 (plus `audio_args`) into a bit-exact
     mp4 at `out_path`, replacing it only on success."""
-    with _atomic_output(out_path) as partial:
+    with staged_file(out_path) as partial:
         run_tool([*_FFMPEG, "-y", "-ss", f"{start_s:.3f}", "-i", source, "-t", f"{end_s - start_s:.3f}",
                   "-map", "0:V:0", "-vf", ",".join(video_filters), "-c:v", "libx264", "-preset", "medium",
                   "-crf", "18", "-pix_fmt", "yuv420p", "-flags:v", "+bitexact", *audio_args, *_BITEXACT_MP4,
                   partial])
-
-
-@contextlib.contextmanager
-def _atomic_output(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path` that replaces `path` only if the block succeeds."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{secrets.token_hex(8)}.partial")
-    try:
-        yield partial
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
 
 
 def _fit_box(centre_x: float, centre_y: float, box_width: float, box_height: float, width: int, height: int) -> Box:
