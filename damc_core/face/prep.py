@@ -5,7 +5,7 @@ Layout written to the output folder (ER-NeRF's names, so users can move between 
     ori_imgs/<i>.jpg, ori_imgs/<i>.lms   frames at 25 fps and their 68 landmarks ("x y" per line)
     parsing/<i>.png                      head / neck / torso / background in ER-NeRF's colours
     gt_imgs/<i>.jpg                      frames with the background replaced by the background plate
-    torso_imgs/<i>.png                   RGBA: neck and torso pixels, transparent elsewhere
+    torso_imgs/<i>.png                   RGBA: neck and torso pixels, transparent black elsewhere
     bc.jpg                               background plate: pixels never covered by the person (the rest inpainted)
     aud.wav                              16 kHz mono speech
     au.csv                               blink as OpenFace's AU45_r column (0..2, ER-NeRF's range)
@@ -207,8 +207,8 @@ def _write_gt_and_torso(work: Path, plate: np.ndarray, count: int, jpeg_quality:
         labels = rgb_to_parsing(cv2.imread(str(work / "parsing" / f"{index}.png"))[..., ::-1])
         gt = np.where((labels == Part.BACKGROUND)[..., None], plate, frame)
         cv2.imwrite(str(work / "gt_imgs" / f"{index}.jpg"), gt[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
-        body = (labels == Part.NECK) | (labels == Part.TORSO)
-        rgba = np.dstack([frame[..., ::-1], np.where(body, 255, 0).astype(np.uint8)])
+        body = ((labels == Part.NECK) | (labels == Part.TORSO))[..., None]
+        rgba = np.dstack([np.where(body, frame[..., ::-1], 0), np.where(body, 255, 0)]).astype(np.uint8)
         cv2.imwrite(str(work / "torso_imgs" / f"{index}.png"), rgba)
 
 
