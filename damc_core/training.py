@@ -1,0 +1,247 @@
+"""Training utilities shared by the stages: LR schedule, seeding, resumable checkpoints, DDP and dvclive logging."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from dvclive import Live
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.optim import Optimizer
+
+from damc_core.staging import staged_file
+
+TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+def learning_rate(
+    step: int, *, base_lr: float, warmup_steps: int, total_steps: int, min_lr_ratio: float = 0.1
+) -> float:
+    """The learning rate of (0-based) `step`: linear warmup, then cosine decay, then constant.
+
+    - `step < warmup_steps`: `base_lr * (step + 1) / warmup_steps`, so step 0 gets `base_lr / warmup_steps` and the
+      last warmup step gets `base_lr`;
+    - `warmup_steps <= step < total_steps`: cosine from `base_lr` at `warmup_steps` towards `base_lr * min_lr_ratio`;
+    - `step >= total_steps`: `base_lr * min_lr_ratio`.
+    """
+    if step < 0 or warmup_steps < 0 or warmup_steps > total_steps:
+        raise ValueError(f"need 0 <= step, 0 <= warmup_steps <= total_steps; got {step}, {warmup_steps}, {total_steps}")
+    min_lr = base_lr * min_lr_ratio
+    if step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    if step >= total_steps:
+        return min_lr
+    progress = (step - warmup_steps) / (total_steps - warmup_steps)
+    return base_lr - (base_lr - min_lr) * 0.5 * (1.0 - math.cos(math.pi * progress))
+
+
+def set_learning_rate(optimizer: Optimizer, lr: float) -> None:
+    """Set the learning rate of every parameter group of `optimizer`."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's `random`, NumPy's legacy global generator and torch (CPU and every CUDA device), and ask torch
+    for deterministic algorithms.
+
+    `warn_only=True`: operations without a deterministic implementation (e.g. some CUDA scatter/index backward passes
+    used by hash-grid encoders) warn instead of raising, so runs are bit-reproducible on CPU and as reproducible as
+    the kernels allow on GPU. `CUBLAS_WORKSPACE_CONFIG` is set (unless already set) for deterministic cuBLAS.
+    """
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
+def save_checkpoint(
+    path: Path,
+    *,
+    step: int,
+    models: dict[str, nn.Module],
+    optimizers: dict[str, Optimizer],
+    rng: np.random.Generator | None = None,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """Atomically write one checkpoint dict to `path`: a crash mid-write leaves the previous file intact.
+
+    The dict is `{"step", "models": {name: state_dict}, "optimizers": {name: state_dict}, "torch_rng", "cuda_rng"
+    (current CUDA device, None without CUDA), "numpy_rng" (`rng.bit_generator.state`, None without `rng`), "extra"}`.
+    `step` is by convention the next step to run. DDP-wrapped models are saved unwrapped (no `module.` prefix).
+    `extra` must hold only tensors and plain Python values (it is loaded with `weights_only=True`).
+    """
+    checkpoint = {
+        "step": step,
+        "models": {name: _unwrap(model).state_dict() for name, model in models.items()},
+        "optimizers": {name: optimizer.state_dict() for name, optimizer in optimizers.items()},
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state() if torch.cuda.is_available() else None,
+        "numpy_rng": rng.bit_generator.state if rng is not None else None,
+        "extra": extra,
+    }
+    with staged_file(path) as partial:
+        torch.save(checkpoint, partial)
+
+
+def load_checkpoint(
+    path: Path,
+    *,
+    models: dict[str, nn.Module],
+    optimizers: dict[str, Optimizer],
+    rng: np.random.Generator | None = None,
+) -> dict[str, Any]:
+    """Restore in place the models (DDP-wrapped or not), optimizers, torch RNG and, if given, `rng` from a
+    checkpoint written by `save_checkpoint`; return its dict (read `step` and `extra` from it).
+
+    Loaded with `weights_only=True`, so a checkpoint cannot run code. The RNG states are those of the process that
+    saved: under DDP, where only the main rank saves, derive per-rank data generators from `shard_seed` and the step
+    rather than restoring `rng` on every rank.
+    """
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    for name, model in models.items():
+        _unwrap(model).load_state_dict(checkpoint["models"][name])
+    for name, optimizer in optimizers.items():
+        optimizer.load_state_dict(checkpoint["optimizers"][name])
+    torch.set_rng_state(checkpoint["torch_rng"])
+    if checkpoint["cuda_rng"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(checkpoint["cuda_rng"])
+    if rng is not None:
+        rng.bit_generator.state = checkpoint["numpy_rng"]
+    return checkpoint
+
+
+@dataclass(frozen=True)
+class DistributedContext:
+    """Where this process sits in a (possibly single-process) run."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+    is_main: bool
+
+
+def setup_distributed(backend: str | None = None) -> DistributedContext:
+    """Join the process group described by torchrun's environment variables, or describe a single process.
+
+    Under torchrun (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT all set) the process group is
+    initialised with `backend` (default "nccl" with CUDA, else "gloo") and the device is `cuda:LOCAL_RANK` (made the
+    current CUDA device) or the CPU. Otherwise: rank 0 of 1 on `cuda` if available, else the CPU.
+    """
+    if not all(name in os.environ for name in TORCHRUN_VARIABLES):
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return DistributedContext(rank=0, world_size=1, local_rank=0, device=device, is_main=True)
+    rank, world_size, local_rank = (int(os.environ[name]) for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
+    if torch.cuda.is_available():
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    backend = backend or ("nccl" if device.type == "cuda" else "gloo")
+    dist.init_process_group(backend=backend, rank=rank, world_size=world_size)
+    return DistributedContext(rank=rank, world_size=world_size, local_rank=local_rank, device=device, is_main=rank == 0)
+
+
+def teardown_distributed() -> None:
+    """Leave the process group, if one was initialised."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def wrap_ddp(model: nn.Module, context: DistributedContext) -> nn.Module:
+    """Wrap `model` (already on `context.device`) in DistributedDataParallel when there are several processes."""
+    if context.world_size == 1:
+        return model
+    device_ids = [context.device] if context.device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=device_ids)
+
+
+def all_reduce_mean(value: float | torch.Tensor, context: DistributedContext) -> float:
+    """The mean of a scalar over all processes (every rank must call it); the value itself when single."""
+    if context.world_size == 1:
+        return float(value)
+    tensor = torch.as_tensor(value).detach().to(device=context.device, dtype=torch.float64)
+    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor.item() / context.world_size
+
+
+def shard_seed(seed: int, context: DistributedContext) -> int:
+    """A data seed derived from `seed` and the rank: deterministic, and different on every rank."""
+    return int(np.random.SeedSequence([seed, context.rank]).generate_state(1)[0])
+
+
+def _truncate_metrics(plots: Path, step: int) -> None:
+    """Drop the rows at or after `step` from every metric TSV under `plots`."""
+    for tsv in plots.rglob("*.tsv"):
+        with tsv.open(newline="", encoding="utf-8") as file:
+            reader = csv.DictReader(file, delimiter="\t")
+            fields, rows = reader.fieldnames, [row for row in reader if int(row["step"]) < step]
+        with staged_file(tsv) as partial, partial.open("w", newline="", encoding="utf-8") as file:
+            writer = csv.DictWriter(file, fields, delimiter="\t", lineterminator=os.linesep)
+            writer.writeheader()
+            writer.writerows(rows)
+
+
+class TrainingLog:
+    """Metrics of a training stage, logged with dvclive by the main rank (a no-op everywhere when disabled).
+
+    Files in `directory`: `metrics.json` (latest value of every metric, `step`, and the `summary` values) and
+    `plots/metrics/<name>.tsv` (columns `step` and `<name>`, one row per logged step; `dvc plots show` reads them).
+    dvclive writes no dvc.yaml, report or DVC experiment: the stage declares these files in the pipeline's dvc.yaml.
+
+    `resume_step=None` starts afresh (dvclive clears earlier files); `resume_step=n` keeps the earlier files but drops
+    their rows for steps >= n, so that a run resumed from a checkpoint at step n logs each step exactly once.
+    """
+
+    def __init__(self, directory: Path, enabled: bool, resume_step: int | None = None) -> None:
+        self._live: Live | None = None
+        if not enabled:
+            return
+        if resume_step is not None:
+            _truncate_metrics(directory / "plots" / "metrics", resume_step)
+        self._live = Live(dir=str(directory), resume=resume_step is not None, save_dvc_exp=False, dvcyaml=None)
+
+    def log(self, step: int, **metrics: float) -> None:
+        """Log each metric under its name at `step`."""
+        if self._live is None:
+            return
+        self._live.step = step
+        for name, value in metrics.items():
+            self._live.log_metric(name, float(value))
+        self._live.next_step()
+
+    def summary(self, **values: float) -> None:
+        """Record final values; they are written to `metrics.json` on `close`."""
+        if self._live is not None:
+            self._live.summary.update({name: float(value) for name, value in values.items()})
+
+    def close(self) -> None:
+        """Write `metrics.json` and end the dvclive session."""
+        if self._live is not None:
+            self._live.end()
+            self._live = None
+
+    def __enter__(self) -> TrainingLog:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.close()
