@@ -209,6 +209,64 @@ class FacePrepConfig:
 
 
 @dataclass(frozen=True)
+class TrainingConfig:
+    """A training run: optimisation schedule, logging and checkpoints."""
+
+    seed: int
+    """Seed of initialisation and batch sampling; same seed, same result on CPU."""
+    steps: int
+    """Optimisation steps."""
+    batch_size: int
+    """Samples per step and process."""
+    learning_rate: float
+    """Peak learning rate (Adam), reached after the warm-up and decayed by a cosine to a tenth of it."""
+    warmup_steps: int
+    """Steps of linear warm-up."""
+    log_every: int
+    """Steps between logged training losses."""
+    eval_every: int
+    """Steps between evaluations on the held-out data."""
+    checkpoint_every: int
+    """Steps between checkpoints (the run resumes from the last one after an interruption)."""
+
+
+@dataclass(frozen=True)
+class SyncExpertConfig:
+    """The lip-sync expert D_lip (stage `sync_expert`)."""
+
+    face_size: int
+    """Side S of the square face crops; the expert sees their lower half, S/2 x S (Wav2Lip: 96)."""
+    crop_margin: float
+    """Margin added around the landmarks' box on each side, as a fraction of its side."""
+    embed_dim: int
+    """Size of the face and audio embeddings compared by cosine similarity."""
+    min_offset: int
+    """Smallest shift, in frames, of an off-sync mel window."""
+    held_out_clips: int
+    """Clips (the last ones of the manifest) kept out of training to measure held-out loss and accuracy."""
+    eval_batches: int
+    """Batches drawn from the held-out clips per evaluation."""
+    training: TrainingConfig
+    """Optimisation settings."""
+
+
+@dataclass(frozen=True)
+class SyncEncoderConfig:
+    """The Dynamic-Sync Encoder E_d (stage `sync_encoder`): mel window -> f_d, trained with a lip decoder."""
+
+    dim: int
+    """Size of f_d, the dynamic feature."""
+    decoder_width: int
+    """Channels of the lip decoder's first level (doubling at each of its 4 levels); only used in training."""
+    reconstruction_weight: float
+    """Weight of the L1 reconstruction loss of the lower face."""
+    sync_weight: float
+    """Weight of the frozen expert's sync loss on the reconstruction."""
+    training: TrainingConfig
+    """Optimisation settings."""
+
+
+@dataclass(frozen=True)
 class TextConfig:
     """One text to speak."""
 
@@ -260,3 +318,7 @@ class Params:
     """Section of the `hdtf_filter` stage."""
     face_prep: FacePrepConfig
     """Section of the `face_prep` stage."""
+    sync_expert: SyncExpertConfig
+    """Section of the `sync_expert` stage."""
+    sync_encoder: SyncEncoderConfig
+    """Section of the `sync_encoder` stage."""

@@ -212,3 +212,14 @@ def test_hdtf_filter_keeps_the_sample_clips_at_the_configured_size(reproduced):
     for clip_id in manifest["clip_id"]:
         info = probe(clipset.clip_path(reproduced / "data/clips", clip_id))
         assert (info.video.width, info.video.height, info.video.fps) == (size, size, VIDEO_FPS)
+
+
+def test_lip_sync_expert_and_encoder_are_trained_and_exported(reproduced):
+    expert = json.loads((reproduced / "data/sync_expert/expert.json").read_text())
+    metrics = json.loads((reproduced / "reports/sync_expert/metrics.json").read_text())
+    assert metrics["held_out_accuracy"] > 0.6, f"the expert should beat chance on held-out clips: {metrics}"
+    assert expert["held_out_clips"] and expert["training_data_sha256"]
+    encoder = json.loads((reproduced / "data/sync_encoder/encoder.json").read_text())
+    assert encoder["output_dim"] == yaml.safe_load((reproduced / "params.yaml").read_text())["sync_encoder"]["dim"]
+    assert (reproduced / "data/sync_encoder/encoder.pt").stat().st_size > 0
+    assert (reproduced / "reports/sync_encoder/plots/metrics").is_dir()

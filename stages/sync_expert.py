@@ -1,0 +1,36 @@
+"""Stage `sync_expert`: train the lip-sync expert D_lip (Wav2Lip recipe). Multi-GPU: torchrun --nproc-per-node N."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from damc_core.config import load_params
+from damc_core.sync.data import fingerprint, read_clip_arrays
+from damc_core.sync.train import RunFolders, train_expert
+from damc_core.training import setup_distributed, teardown_distributed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--data", type=Path, required=True, help="input: sync_data's arrays")
+    parser.add_argument("--out-dir", type=Path, required=True, help="output: expert.pt and expert.json")
+    parser.add_argument("--checkpoint-dir", type=Path, required=True, help="checkpoints for resuming (kept)")
+    parser.add_argument("--log-dir", type=Path, required=True, help="output: dvclive metrics and plots")
+    args = parser.parse_args()
+
+    config = load_params(args.params).sync_expert
+    context = setup_distributed()
+    try:
+        clips = read_clip_arrays(args.data)
+        folders = RunFolders(args.out_dir, args.checkpoint_dir, args.log_dir)
+        metrics = train_expert(config, clips, fingerprint(clips), folders, context)
+    finally:
+        teardown_distributed()
+    if context.is_main:
+        print("sync_expert: " + ", ".join(f"{name} {value:.4f}" for name, value in metrics.items()))
+
+
+if __name__ == "__main__":
+    main()
