@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 
+from damc_core.clipset import write_manifest
 from damc_core.config import load_params
 from damc_core.face.landmarks import make_detector
 from damc_core.sync import train as sync_train
-from damc_core.sync.data import ClipArrays, load_clip_set
+from damc_core.sync.data import ClipArrays, load_clip_set, save_clip_arrays
 from damc_core.sync.train import RunFolders, load_expert, train_encoder, train_expert
 from damc_core.training import setup_distributed
 
@@ -108,8 +113,6 @@ def test_the_expert_learns_on_real_hdtf_clips(tmp_path, shared_dir, expert_confi
         rows.append({"clip_id": path.stem, "source": path.stem, "start_s": 0.0, "end_s": 8.0, "frames": 200,
                      "duration_s": 8.0, "face_size_px": 250.0, "head_motion": 0.01, "speech_ratio": 0.8,
                      "kept": True, "reason": ""})
-    from damc_core.clipset import write_manifest
-
     write_manifest(clip_root, rows)
     with make_detector("mediapipe", max_faces=1, video=False) as detector:
         clips = load_clip_set(clip_root, detector, 48, 0.25)
@@ -119,3 +122,22 @@ def test_the_expert_learns_on_real_hdtf_clips(tmp_path, shared_dir, expert_confi
                  setup_distributed())
     losses = pd.read_csv(tmp_path / "real" / "log" / "plots" / "metrics" / "train_loss.tsv", sep="\t")["train_loss"]
     assert losses.iloc[-3:].mean() < losses.iloc[:2].mean(), f"the loss should go down: {losses.tolist()}"
+
+
+def test_torchrun_with_two_cpu_processes_trains_and_exports(tmp_path, repo_root):
+    save_clip_arrays(tmp_path / "data", synthetic_clips())
+    params = yaml.safe_load((repo_root / "params.yaml").read_text())
+    params["sync_expert"].update(face_size=48, embed_dim=32, eval_batches=2)
+    params["sync_expert"]["training"].update(steps=10, batch_size=8, warmup_steps=2, log_every=5, eval_every=5,
+                                             checkpoint_every=5)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+               str(repo_root / "stages" / "sync_expert.py"), "--params", str(tmp_path / "params.yaml"),
+               "--data", str(tmp_path / "data"), "--out-dir", str(tmp_path / "out"),
+               "--checkpoint-dir", str(tmp_path / "checkpoints"), "--log-dir", str(tmp_path / "log")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert result.returncode == 0, result.stderr[-3000:]
+    meta = json.loads((tmp_path / "out" / "expert.json").read_text())
+    assert meta["embed_dim"] == 32 and set(meta["metrics"]) >= {"held_out_accuracy", "train_loss"}
+    assert result.stdout.count("sync_expert: held_out") == 1, "only rank 0 reports"
