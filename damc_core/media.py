@@ -22,10 +22,13 @@ from damc_core.tools import ToolError, ToolNotFoundError, open_tool_pipe, run_to
 
 VIDEO_FPS = 25
 AUDIO_SAMPLE_RATE = 16_000
+SAMPLES_PER_FRAME = AUDIO_SAMPLE_RATE // VIDEO_FPS
+"""Audio samples per video frame (640)."""
 
 PathLike = str | os.PathLike[str]
 
-_FFMPEG = ("ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error")
+FFMPEG = ("ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error")
+"""ffmpeg with no stdin and only errors on stderr: the start of every ffmpeg command line of the project."""
 
 # Decoders emit whole codec frames, so audio can decode longer than the track's stated duration
 # (AAC's last frame is 1024 samples: 64 ms at 16 kHz, 128 ms at 8 kHz). A larger excess means the
@@ -91,7 +94,7 @@ def read_audio(path: PathLike, sample_rate: int = AUDIO_SAMPLE_RATE) -> np.ndarr
         raise MediaError(f"{info.path} has no audio track.")
     with _decoding(info.path):
         result = run_tool(
-            [*_FFMPEG, "-i", info.path, "-map", "0:a:0", "-vn", "-ac", "1", "-ar", str(sample_rate),
+            [*FFMPEG, "-i", info.path, "-map", "0:a:0", "-vn", "-ac", "1", "-ar", str(sample_rate),
              "-f", "f32le", "pipe:1"]
         )
     samples = np.frombuffer(result.stdout, dtype="<f4").astype(np.float32)
@@ -318,7 +321,7 @@ def _decoding(path: Path) -> Iterator[None]:
 
 def _decode_frames(path: Path, fps: float, width: int, height: int) -> Iterator[np.ndarray]:
     """Decode the first video stream of ``path`` at ``fps`` and size ``width`` x ``height``."""
-    command = [*_FFMPEG, "-i", path, "-map", "0:V:0", "-vf", f"fps={fps},scale={width}:{height}",
+    command = [*FFMPEG, "-i", path, "-map", "0:V:0", "-vf", f"fps={fps},scale={width}:{height}",
                "-pix_fmt", "rgb24", "-f", "rawvideo", "pipe:1"]
     with _decoding(path), open_tool_pipe(command) as process:
         yield from _read_raw_frames(process.stdout, path, height, width)
@@ -385,7 +388,7 @@ def _encode_command(
                         "-flags:a", "+bitexact"]
     container = ["-threads", "1", "-map_metadata", "-1", "-fflags", "+bitexact", "-movflags", "+faststart",
                  "-f", "mp4", output]
-    return [*_FFMPEG, "-y", *video_input, *audio_input, *video_output, *audio_output, *container]
+    return [*FFMPEG, "-y", *video_input, *audio_input, *video_output, *audio_output, *container]
 
 
 def _finite_audio(audio: np.ndarray, path: Path) -> np.ndarray:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 import os
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -163,6 +165,16 @@ def teardown_distributed() -> None:
     """Leave the process group, if one was initialised."""
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def distributed(backend: str | None = None) -> Iterator[DistributedContext]:
+    """setup_distributed() for the duration of a block, torn down however the block ends."""
+    context = setup_distributed(backend)
+    try:
+        yield context
+    finally:
+        teardown_distributed()
 
 
 def wrap_ddp(model: nn.Module, context: DistributedContext) -> nn.Module:

@@ -8,7 +8,7 @@ from pathlib import Path
 from damc_core.config import load_params
 from damc_core.sync.data import fingerprint, read_clip_arrays
 from damc_core.sync.train import RunFolders, train_encoder
-from damc_core.training import setup_distributed, teardown_distributed
+from damc_core.training import distributed
 
 
 def main() -> None:
@@ -22,13 +22,10 @@ def main() -> None:
     args = parser.parse_args()
 
     config = load_params(args.params).sync_encoder
-    context = setup_distributed()
-    try:
+    with distributed() as context:
         clips = read_clip_arrays(args.data)
         folders = RunFolders(args.out_dir, args.checkpoint_dir, args.log_dir)
         metrics = train_encoder(config, args.expert, clips, fingerprint(clips), folders, context)
-    finally:
-        teardown_distributed()
     if context.is_main:
         print("sync_encoder: " + ", ".join(f"{name} {value:.4f}" for name, value in metrics.items()))
 

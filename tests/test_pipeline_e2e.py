@@ -61,11 +61,18 @@ def reproduced(tmp_path_factory, repo_root, pipeline_env) -> Path:
     return work
 
 
+TRAINING_STAGES = {"sync_expert", "sync_encoder"}
+"""Stages whose outputs are seeded but not byte-stable across runs: CPU kernels may differ in the last bits between
+runs, which training amplifies. They are checked for determinism within a process (tests/test_sync_train.py)."""
+
+
 def lock_outs(lock_path: Path) -> dict[str, dict]:
+    """Recorded outputs of the data stages (TRAINING_STAGES left out), path -> hash, size and file count."""
     lock = yaml.safe_load(lock_path.read_text())
     return {
         out["path"]: {key: out.get(key) for key in ("md5", "size", "nfiles")}
-        for stage in lock["stages"].values()
+        for name, stage in lock["stages"].items()
+        if name not in TRAINING_STAGES
         for out in stage.get("outs", [])
     }
 

@@ -25,6 +25,17 @@ CONTENT_NAME = "content.npy"
 MEL_NAME = "mel.npy"
 
 
+def save_mel_windows(path: Path, windows: np.ndarray, source: str, language: str, fingerprint: str) -> FeatureMeta:
+    """Save (frames, 80, MEL_WINDOW) Wav2Lip-convention mel windows with their meta file; return the meta."""
+    meta = FeatureMeta(
+        kind="mel", encoder=source, representation="log_mel", shape=windows.shape, dim=WAV2LIP.n_mels,
+        window=MEL_WINDOW, rate_hz=AUDIO_SAMPLE_RATE / WAV2LIP.hop_length, fps=VIDEO_FPS,
+        sample_rate=AUDIO_SAMPLE_RATE, language=language, audio_sha256=fingerprint, stand_in=False,
+    )
+    save_features(path, windows, meta)
+    return meta
+
+
 class AudioInputError(ValueError):
     """Audio that features cannot sensibly be computed from (e.g. digital silence)."""
 
@@ -73,12 +84,8 @@ def extract_features(
     )
     save_features(out_dir / CONTENT_NAME, content.values, content_meta)
 
-    mel = log_mel_windows(audio, n_frames, window=MEL_WINDOW)
-    mel_meta = FeatureMeta(
-        kind="mel", encoder="log-mel (Wav2Lip convention: 16 kHz, n_fft 800, hop 200, 80 bins, [-4, 4])",
-        representation="log_mel", shape=mel.shape, dim=WAV2LIP.n_mels, window=MEL_WINDOW,
-        rate_hz=AUDIO_SAMPLE_RATE / WAV2LIP.hop_length, fps=VIDEO_FPS, sample_rate=AUDIO_SAMPLE_RATE,
-        language=config.language, audio_sha256=fingerprint, stand_in=False,
+    mel_meta = save_mel_windows(
+        out_dir / MEL_NAME, log_mel_windows(audio, n_frames, window=MEL_WINDOW),
+        "log-mel (Wav2Lip convention: 16 kHz, n_fft 800, hop 200, 80 bins, [-4, 4])", config.language, fingerprint,
     )
-    save_features(out_dir / MEL_NAME, mel, mel_meta)
     return AudioFeatureSummary(content=content_meta, mel=mel_meta, warnings=warnings)

@@ -17,7 +17,17 @@ from tqdm import tqdm
 
 from damc_core import clipset
 from damc_core.hdtf.metadata import ClipSpec
-from damc_core.media import AUDIO_SAMPLE_RATE, VIDEO_FPS, MediaError, MediaInfo, iter_video_frames, probe, read_audio
+from damc_core.media import (
+    AUDIO_SAMPLE_RATE,
+    FFMPEG,
+    SAMPLES_PER_FRAME,
+    VIDEO_FPS,
+    MediaError,
+    MediaInfo,
+    iter_video_frames,
+    probe,
+    read_audio,
+)
 from damc_core.params import FilterThresholds
 from damc_core.staging import staged_file
 from damc_core.tools import ToolError, run_tool
@@ -58,10 +68,8 @@ SCENE_CUT = "scene cut"
 TOO_LITTLE_SPEECH = "too little speech"
 UNREADABLE = "unreadable"
 
-_FFMPEG = ("ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error")
 _BITEXACT_MP4 = ("-threads", "1", "-map_metadata", "-1", "-fflags", "+bitexact", "-movflags", "+faststart",
                  "-f", "mp4")
-_SAMPLES_PER_FRAME = AUDIO_SAMPLE_RATE // VIDEO_FPS
 
 
 @dataclass(frozen=True)
@@ -185,10 +193,10 @@ def clip_statistics(video_path: str | os.PathLike[str], detect: Detector, sample
 def speech_ratio(audio: np.ndarray) -> float:
     """Fraction of 25 fps frames of 16 kHz `audio` whose RMS level is within SPEECH_RANGE_DB of the loud level
     (the SPEECH_LOUD_PERCENTILE-th percentile of the frame levels) and above SILENCE_DBFS."""
-    n_frames = len(audio) // _SAMPLES_PER_FRAME
+    n_frames = len(audio) // SAMPLES_PER_FRAME
     if n_frames == 0:
         return 0.0
-    frames = np.asarray(audio[: n_frames * _SAMPLES_PER_FRAME], dtype=np.float64).reshape(n_frames, -1)
+    frames = np.asarray(audio[: n_frames * SAMPLES_PER_FRAME], dtype=np.float64).reshape(n_frames, -1)
     rms = np.sqrt(np.mean(frames**2, axis=1))
     level_db = 20 * np.log10(np.maximum(rms, 1e-10))
     loud_db = np.percentile(level_db, SPEECH_LOUD_PERCENTILE)
@@ -427,7 +435,7 @@ def _encode_segment(
     """Encode `start_s`..`end_s` of `source` through `video_filters` as H.264 (plus `audio_args`) into a bit-exact
     mp4 at `out_path`, replacing it only on success."""
     with staged_file(out_path) as partial:
-        run_tool([*_FFMPEG, "-y", "-ss", f"{start_s:.3f}", "-i", source, "-t", f"{end_s - start_s:.3f}",
+        run_tool([*FFMPEG, "-y", "-ss", f"{start_s:.3f}", "-i", source, "-t", f"{end_s - start_s:.3f}",
                   "-map", "0:V:0", "-vf", ",".join(video_filters), "-c:v", "libx264", "-preset", "medium",
                   "-crf", "18", "-pix_fmt", "yuv420p", "-flags:v", "+bitexact", *audio_args, *_BITEXACT_MP4,
                   partial])

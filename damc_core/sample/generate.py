@@ -12,13 +12,12 @@ from tqdm import tqdm
 
 from damc_core import clipset
 from damc_core.config import to_dict
-from damc_core.media import AUDIO_SAMPLE_RATE, VIDEO_FPS, write_video
+from damc_core.media import AUDIO_SAMPLE_RATE, SAMPLES_PER_FRAME, VIDEO_FPS, write_video
 from damc_core.params import ArticulationConfig, BlinkConfig, LookConfig, SampleConfig
 from damc_core.sample.articulation import articulate, blink_schedule
 from damc_core.sample.portrait import TalkingPortrait, astronaut, frame_crop, restyle
 from damc_core.sample.speech import speak
 
-SAMPLES_PER_FRAME = AUDIO_SAMPLE_RATE // VIDEO_FPS
 FRAME_MULTIPLE = 8
 """Frame counts are rounded up to a multiple of this, so the audio (frames x 640 samples) is a whole number of
 1024-sample AAC frames and the muxed audio and video streams have exactly the same length."""

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import numpy as np
 
-from damc_core.audio.features import FeatureMeta, audio_sha256, save_features
-from damc_core.audio.mel import WAV2LIP, frames_for_samples, log_mel, mel_windows
-from damc_core.media import AUDIO_SAMPLE_RATE, VIDEO_FPS, read_audio, write_audio
+from damc_core.audio.extract import MEL_WINDOW, save_mel_windows
+from damc_core.audio.features import audio_sha256
+from damc_core.audio.mel import frames_for_samples, log_mel, mel_windows
+from damc_core.media import AUDIO_SAMPLE_RATE, read_audio, write_audio
 from damc_core.params import TTSConfig
 from damc_core.tts.espeak import speak_text
 from damc_core.tts.speecht5 import SpeechT5, speecht5_synthesise
 
-MEL_WINDOW = 16
 SPEECH_NAME = "speech.wav"
 MEL_NAME = "mel.npy"
 CLIP_NAME = "clip.json"
@@ -55,14 +55,10 @@ def write_clip(spoken: SpokenText, text: str, language: str, out_dir: Path) -> d
     n_frames = frames_for_samples(len(spoken.waveform))
     write_audio(out_dir / SPEECH_NAME, spoken.waveform, AUDIO_SAMPLE_RATE)
     stored = read_audio(out_dir / SPEECH_NAME)
-    windows = mel_windows(spoken.mel, n_frames, window=MEL_WINDOW)
-    meta = FeatureMeta(
-        kind="mel", encoder=f"{spoken.backend} ({spoken.mel_source} mel, Wav2Lip convention)",
-        representation="log_mel", shape=windows.shape, dim=WAV2LIP.n_mels, window=MEL_WINDOW,
-        rate_hz=AUDIO_SAMPLE_RATE / WAV2LIP.hop_length, fps=VIDEO_FPS, sample_rate=AUDIO_SAMPLE_RATE,
-        language=language, audio_sha256=audio_sha256(stored), stand_in=False,
+    save_mel_windows(
+        out_dir / MEL_NAME, mel_windows(spoken.mel, n_frames, window=MEL_WINDOW),
+        f"{spoken.backend} ({spoken.mel_source} mel, Wav2Lip convention)", language, audio_sha256(stored),
     )
-    save_features(out_dir / MEL_NAME, windows, meta)
     clip = {
         "text": text, "language": language, "backend": spoken.backend, "mel_source": spoken.mel_source,
         "frames": n_frames, "duration_s": len(spoken.waveform) / AUDIO_SAMPLE_RATE,
