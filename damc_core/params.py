@@ -302,6 +302,137 @@ class TTSConfig:
 
 
 @dataclass(frozen=True)
+class FusionConfig:
+    """CSFM (paper 2.2): fuses the content feature f_c and the dynamic feature f_d into the audio condition f_a."""
+
+    mode: Literal["csfm", "cross_attention", "concat", "content", "dynamic"]
+    """'csfm' (the paper: cross attention both ways, then Feature Self-Refinement), and the paper's ablation rows
+    (Table 3): 'cross_attention' (no FSR), 'concat' (projections concatenated), 'content' or 'dynamic' only."""
+    dim: int
+    """Size of f_a and of both projections (paper sweep: 32, 64, 128, 256; best 64)."""
+    window: int
+    """Video frames in the temporal window the attention runs over, centred on the frame (odd)."""
+    heads: int
+    """Attention heads of CDCA and FSR; must divide `dim`."""
+
+
+@dataclass(frozen=True)
+class HashGridConfig:
+    """One 2D multi-resolution hash encoder (one plane of the tri-plane, paper 2.4)."""
+
+    levels: int
+    """Resolution levels L (paper: 14)."""
+    features_per_level: int
+    """Features per level F (paper: 1)."""
+    log2_table_size: int
+    """log2 of the entries per level's table; coarse levels with fewer grid vertices are stored densely."""
+    base_resolution: int
+    """Grid resolution of the coarsest level."""
+    finest_resolution: int
+    """Grid resolution of the finest level; levels in between grow geometrically."""
+
+
+@dataclass(frozen=True)
+class FieldConfig:
+    """The audio-conditioned radiance field of the head and how rays sample it."""
+
+    hash_grid: HashGridConfig
+    """Each of the three plane encoders (XY, YZ, XZ)."""
+    box_min: tuple[float, float, float]
+    """Corner of the head's bounding box in the face template's frame, decimetres (FACE_TEMPLATE_68 axes)."""
+    box_max: tuple[float, float, float]
+    """Opposite corner of the bounding box."""
+    hidden_dim: int
+    """Width of the density MLP's hidden layers."""
+    geometry_dim: int
+    """Size of the geometry feature the density MLP hands to the colour MLP."""
+    density_layers: int
+    """Layers of the density MLP."""
+    colour_hidden_dim: int
+    """Width of the colour MLP's hidden layers."""
+    colour_layers: int
+    """Layers of the colour MLP."""
+    latent_dim: int
+    """Size of the per-frame latent code fed to the colour MLP (ER-NeRF's individual code); 0 disables it."""
+    samples_per_ray: int
+    """Stratified samples per ray inside the bounding box."""
+
+
+@dataclass(frozen=True)
+class RaySamplingConfig:
+    """Which pixels a training step draws its rays from."""
+
+    rays_per_step: int
+    """Rays per optimisation step, spread evenly over `frames_per_step` frames (paper: 256 x 256)."""
+    frames_per_step: int
+    """Training frames drawn per step (each with its own audio condition and pose)."""
+    face_fraction: float
+    """Fraction of a frame's rays drawn inside the face box (from the landmarks); the rest from the head's box."""
+    lips_fraction: float
+    """Fraction of a frame's rays drawn inside the lips box."""
+
+
+@dataclass(frozen=True)
+class NerfCoarseConfig:
+    """Stage `nerf_coarse`: CSFM + tri-plane hash NeRF trained with MSE on rays."""
+
+    field: FieldConfig
+    """The radiance field (nerf_fine continues the same model)."""
+    rays: RaySamplingConfig
+    """Ray sampling per step."""
+    encoding_learning_rate: float
+    """Peak learning rate of the hash tables (ER-NeRF: 1e-2); `training.learning_rate` is that of the networks."""
+    eval_frames: int
+    """Validation frames rendered at each evaluation (evenly spaced; PSNR over the head's box)."""
+    training: TrainingConfig
+    """Optimisation settings; `batch_size` is unused (see `rays`)."""
+
+
+@dataclass(frozen=True)
+class LpipsConfig:
+    """LPIPS (AlexNet) weights: the ImageNet backbone and the v0.1 linear heads."""
+
+    backbone: str
+    """torchvision AlexNet weights (alexnet-owt-7be5be79.pth)."""
+    linear_heads: str
+    """LPIPS v0.1 linear heads for AlexNet (alex.pth from the lpips package)."""
+
+
+@dataclass(frozen=True)
+class NerfFineConfig:
+    """Stage `nerf_fine`: continue nerf_coarse's model with MSE + lambda * LPIPS on patches and the lips."""
+
+    patch_size: int
+    """Side of the square image patches a step renders, in pixels."""
+    patches_per_step: int
+    """Patches per step, each from its own training frame."""
+    lips_patch_fraction: float
+    """Fraction of patches centred on the lips (the rest anywhere on the face)."""
+    lpips_weight: float
+    """lambda, the weight of the LPIPS term (0 trains with MSE only)."""
+    lpips: LpipsConfig
+    """Where the LPIPS weights are; when missing the stage trains with MSE only and says so in its metrics."""
+    encoding_learning_rate: float
+    """Peak learning rate of the hash tables."""
+    eval_frames: int
+    """Validation frames rendered at each evaluation."""
+    training: TrainingConfig
+    """Optimisation settings; `batch_size` is unused."""
+
+
+@dataclass(frozen=True)
+class RenderConfig:
+    """Stage `render` and `python -m damc_core.render`: drive a trained head with audio."""
+
+    pose_smoothing_frames: int
+    """Centred moving average over the replayed training poses (odd; 1 keeps them as they are)."""
+    rays_per_chunk: int
+    """Rays rendered at once (memory vs speed)."""
+    crf: int
+    """x264 quality of the written mp4 (lower is better; 18 is visually lossless)."""
+
+
+@dataclass(frozen=True)
 class Params:
     """All of params.yaml."""
 
@@ -322,3 +453,11 @@ class Params:
     """Section of the `sync_expert` stage."""
     sync_encoder: SyncEncoderConfig
     """Section of the `sync_encoder` stage."""
+    fusion: FusionConfig
+    """CSFM settings, shared by the NeRF stages and rendering (the paper's ablations and dimension sweep)."""
+    nerf_coarse: NerfCoarseConfig
+    """Section of the `nerf_coarse` stage."""
+    nerf_fine: NerfFineConfig
+    """Section of the `nerf_fine` stage."""
+    render: RenderConfig
+    """Section of the `render` stage and of `python -m damc_core.render`."""

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
+import io
+import json
 import math
 import os
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -20,7 +23,10 @@ from dvclive import Live
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim import Optimizer
+from tqdm import tqdm
 
+from damc_core.config import to_dict
+from damc_core.params import TrainingConfig
 from damc_core.staging import staged_file
 
 TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
@@ -239,10 +245,13 @@ class TrainingLog:
             self._live.log_metric(name, float(value))
         self._live.next_step()
 
-    def summary(self, **values: float) -> None:
-        """Record final values; they are written to `metrics.json` on `close`."""
+    def summary(self, **values: float | str | None) -> None:
+        """Record final values (numbers; or a string, or None, where a value could not be computed and says why);
+        they are written to `metrics.json` on `close`."""
         if self._live is not None:
-            self._live.summary.update({name: float(value) for name, value in values.items()})
+            self._live.summary.update({
+                name: float(value) if isinstance(value, int | float) else value for name, value in values.items()
+            })
 
     def close(self) -> None:
         """Write `metrics.json` and end the dvclive session."""
@@ -257,3 +266,101 @@ class TrainingLog:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
     ) -> None:
         self.close()
+
+
+@dataclass(frozen=True)
+class RunFolders:
+    """Where a training run writes."""
+
+    out_dir: Path
+    """The exported model and its meta file (the stage's output)."""
+    checkpoint_dir: Path
+    """Checkpoints for resuming; kept across runs, named by the run's fingerprint."""
+    log_dir: Path
+    """dvclive metrics and plots."""
+
+
+def run_fingerprint(config: object, data_fingerprint: str, world_size: int, *inputs: str) -> str:
+    """Identity of a run: its config, data, process count and other inputs (e.g. the model it starts from).
+    A checkpoint resumes only the same run."""
+    text = json.dumps(
+        {"config": to_dict(config), "data": data_fingerprint, "world": world_size, "inputs": inputs}, sort_keys=True
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def checkpoint_path(checkpoint_dir: Path, fingerprint: str) -> Path:
+    """The checkpoint file of the run `fingerprint`; checkpoints of other runs in the folder are deleted."""
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    path = checkpoint_dir / f"checkpoint-{fingerprint}.pt"
+    for stale in checkpoint_dir.glob("checkpoint-*.pt"):
+        if stale != path:
+            stale.unlink()
+    return path
+
+
+def export_weights(path: Path, weights: dict, meta: dict) -> None:
+    """Write `weights` (state dicts and tensors) to `path` and `meta` to the same name with `.json`.
+
+    Serialised in memory first: torch.save names the archive's records after the file it writes, and the staging
+    file's name is random, which would make identical weights differ in bytes."""
+    buffer = io.BytesIO()
+    torch.save(weights, buffer)
+    with staged_file(path) as partial:
+        partial.write_bytes(buffer.getvalue())
+    path.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+
+
+def run_training(
+    step_loss: Callable[[int], torch.Tensor],
+    evaluate: Callable[[], dict[str, float]],
+    finish: Callable[[], dict[str, float | str | None]],
+    models: dict[str, nn.Module],
+    optimizer: Optimizer,
+    training: TrainingConfig,
+    folders: RunFolders,
+    fingerprint: str,
+    context: DistributedContext,
+    desc: str,
+) -> dict[str, float | str | None]:
+    """The flat training loop every stage shares: schedule, logging, periodic evaluation, checkpoints, resume.
+
+    `step_loss(step)` draws step `step`'s batch (from a generator seeded by the step, so a resumed run draws exactly
+    the batches an uninterrupted one would, with no sampler state to restore) and returns its loss. Each parameter
+    group follows `learning_rate` with its own peak: its `lr` when the optimizer was made. `evaluate()` is logged every
+    `eval_every` steps and at the end; `finish()` gives the final metrics, logged as the summary and returned. The
+    checkpoint is deleted once the run has finished: it exists to resume interrupted runs."""
+    for group in optimizer.param_groups:
+        group.setdefault("peak_lr", group["lr"])
+    checkpoint = checkpoint_path(folders.checkpoint_dir, fingerprint)
+    start = 0
+    if checkpoint.exists():
+        start = load_checkpoint(checkpoint, models=models, optimizers={"main": optimizer})["step"]
+        if context.is_main:
+            print(f"{desc}: resuming from step {start} ({checkpoint})")
+    # Log rows are stamped with the number of steps done, so the rows up to `start` came before the checkpoint.
+    with TrainingLog(folders.log_dir, enabled=context.is_main, resume_step=start + 1 if start else None) as log:
+        progress = tqdm(range(start, training.steps), initial=start, total=training.steps, desc=desc,
+                        disable=not context.is_main, leave=False, mininterval=5.0)
+        for step in progress:
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(step, base_lr=group["peak_lr"], warmup_steps=training.warmup_steps,
+                                            total_steps=training.steps)
+            loss = step_loss(step)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            done = step + 1
+            if done % training.log_every == 0:
+                value = all_reduce_mean(loss.detach(), context)
+                log.log(done, train_loss=value, learning_rate=optimizer.param_groups[0]["lr"])
+                progress.set_postfix(loss=f"{value:.4f}")
+            if done % training.eval_every == 0 or done == training.steps:
+                log.log(done, **evaluate())
+            if done % training.checkpoint_every == 0 and context.is_main:
+                save_checkpoint(checkpoint, step=done, models=models, optimizers={"main": optimizer})
+        final = finish()
+        log.summary(**final)
+    if context.is_main:
+        checkpoint.unlink(missing_ok=True)  # finished: a rerun (e.g. after a code change) starts afresh
+    return final

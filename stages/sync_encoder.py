@@ -7,8 +7,8 @@ from pathlib import Path
 
 from damc_core.config import load_params
 from damc_core.sync.data import fingerprint, read_clip_arrays
-from damc_core.sync.train import RunFolders, train_encoder
-from damc_core.training import distributed
+from damc_core.sync.train import train_encoder
+from damc_core.training import RunFolders, distributed
 
 
 def main() -> None:

@@ -154,7 +154,7 @@ def fit_head_pose(
     search = np.unique(np.linspace(0, len(points) - 1, min(len(points), _SEARCH_FRAMES)).round().astype(int))
     focal = _search_focal(points[search], centre, weights, candidates)
     rotations, translations = _solve_sequence(points, focal, centre, weights)
-    rotations = _smooth_rotations(rotations, smoothing_frames)
+    rotations = smooth_rotations(rotations, smoothing_frames)
     translations = uniform_filter1d(translations, smoothing_frames, axis=0, mode="nearest")
     errors = _reprojection_errors(points, rotations, translations, focal, centre, weights)
     return HeadPoseFit(
@@ -328,7 +328,7 @@ def _reprojection_errors(
     return distances @ weights / weights.sum()
 
 
-def _smooth_rotations(rotations: np.ndarray, window: int) -> np.ndarray:
+def smooth_rotations(rotations: np.ndarray, window: int) -> np.ndarray:
     """Centred moving average of unit quaternions made sign-consistent over time, renormalised."""
     quaternions = Rotation.from_matrix(rotations).as_quat()
     signs = np.where(np.einsum("ti,ti->t", quaternions[1:], quaternions[:-1]) < 0, -1.0, 1.0)

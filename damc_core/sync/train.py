@@ -3,31 +3,24 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import io
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
-from damc_core.config import to_dict
 from damc_core.params import SyncEncoderConfig, SyncExpertConfig, TrainingConfig
-from damc_core.staging import staged_file
 from damc_core.sync.data import ClipArrays, SyncBatch, sample_batch, split_clips
 from damc_core.sync.models import DynamicSyncEncoder, LipDecoder, SyncExpert, reconstruction_l1, sync_bce
 from damc_core.training import (
     DistributedContext,
-    TrainingLog,
+    RunFolders,
     all_reduce_mean,
-    learning_rate,
-    load_checkpoint,
-    save_checkpoint,
+    export_weights,
+    run_fingerprint,
+    run_training,
     seed_everything,
-    set_learning_rate,
     shard_seed,
     wrap_ddp,
 )
@@ -43,27 +36,6 @@ EVAL_SEED_OFFSET = 10_000
 """Held-out batches are drawn from seed + this, so every evaluation sees the same batches."""
 ENCODER_EVAL_BATCHES = 4
 """Held-out batches per evaluation of the encoder."""
-
-
-@dataclass(frozen=True)
-class RunFolders:
-    """Where a training run writes."""
-
-    out_dir: Path
-    """The exported model and its meta file (the stage's output)."""
-    checkpoint_dir: Path
-    """Checkpoints for resuming; kept across runs, named by the run's fingerprint."""
-    log_dir: Path
-    """dvclive metrics and plots."""
-
-
-def run_fingerprint(config: object, data_fingerprint: str, world_size: int, *inputs: str) -> str:
-    """Identity of a run: its config, data, process count and other inputs (e.g. the expert it trains against).
-    A checkpoint resumes only the same run."""
-    text = json.dumps(
-        {"config": to_dict(config), "data": data_fingerprint, "world": world_size, "inputs": inputs}, sort_keys=True
-    )
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def on_device(batch: SyncBatch, device: torch.device) -> SyncBatch:
@@ -93,20 +65,21 @@ class LipReconstructor(torch.nn.Module):
         return self.decoder(faces, features).reshape(reference.shape)
 
 
-def _checkpoint_path(folders: RunFolders, fingerprint: str) -> Path:
-    folders.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    path = folders.checkpoint_dir / f"checkpoint-{fingerprint}.pt"
-    for stale in folders.checkpoint_dir.glob("checkpoint-*.pt"):
-        if stale != path:
-            stale.unlink()
-    return path
-
-
 def _evaluate(held_out: list[ClipArrays], batches: int, batch_size: int, seed: int, metric: Callable) -> dict:
     """Mean of `metric(batch) -> dict of floats` over fixed held-out batches."""
     rng = np.random.default_rng(seed + EVAL_SEED_OFFSET)
     results = [metric(sample_batch(held_out, batch_size, rng)) for _ in range(batches)]
     return {name: float(np.mean([result[name] for result in results])) for name in results[0]}
+
+
+def _final_metrics(held_out: Callable[[], dict], step_fn: Callable[[SyncBatch], torch.Tensor],
+                   train: list[ClipArrays], training: TrainingConfig, context: DistributedContext) -> dict:
+    """Held-out metrics and the training loss on one more batch, for the summary."""
+    final = held_out()
+    rng = np.random.default_rng([shard_seed(training.seed, context), training.steps])
+    with torch.no_grad():
+        final["train_loss"] = float(all_reduce_mean(step_fn(sample_batch(train, training.batch_size, rng)), context))
+    return final
 
 
 def _train(
@@ -121,55 +94,17 @@ def _train(
     context: DistributedContext,
     desc: str,
 ) -> dict:
-    """The shared loop: schedule, sampling, logging, periodic evaluation and checkpoints, resume.
-
-    Each step's batch is drawn from a generator seeded by (seed, rank, step), so a resumed run, and every rank of a
-    distributed one, draws exactly the batches an uninterrupted run would, with no sampler state to restore."""
+    """run_training with batches of clip windows drawn from a generator seeded by (seed, rank, step)."""
     data_seed = shard_seed(training.seed, context)
-    checkpoint = _checkpoint_path(folders, fingerprint)
-    start = 0
-    if checkpoint.exists():
-        start = load_checkpoint(checkpoint, models=models, optimizers={"main": optimizer})["step"]
-        if context.is_main:
-            print(f"{desc}: resuming from step {start} ({checkpoint})")
-    # Log rows are stamped with the number of steps done, so the rows up to `start` came before the checkpoint.
-    with TrainingLog(folders.log_dir, enabled=context.is_main, resume_step=start + 1 if start else None) as log:
-        progress = tqdm(range(start, training.steps), initial=start, total=training.steps, desc=desc,
-                        disable=not context.is_main, leave=False, mininterval=5.0)
-        for step in progress:
-            lr = learning_rate(step, base_lr=training.learning_rate, warmup_steps=training.warmup_steps,
-                               total_steps=training.steps)
-            set_learning_rate(optimizer, lr)
-            loss = step_fn(sample_batch(train, training.batch_size, np.random.default_rng([data_seed, step])))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            done = step + 1
-            if done % training.log_every == 0:
-                value = all_reduce_mean(loss.detach(), context)
-                log.log(done, train_loss=value, learning_rate=lr)
-                progress.set_postfix(loss=f"{value:.4f}")
-            if done % training.eval_every == 0 or done == training.steps:
-                log.log(done, **{f"held_out_{name}": value for name, value in evaluate().items()})
-            if done % training.checkpoint_every == 0 and context.is_main:
-                save_checkpoint(checkpoint, step=done, models=models, optimizers={"main": optimizer})
-        final = {f"held_out_{name}": value for name, value in evaluate().items()}
-        final_batch = sample_batch(train, training.batch_size, np.random.default_rng([data_seed, training.steps]))
-        with torch.no_grad():
-            train_loss = step_fn(final_batch)
-        final["train_loss"] = float(all_reduce_mean(train_loss, context))
-        log.summary(**final)
-    return final
 
+    def step_loss(step: int) -> torch.Tensor:
+        return step_fn(sample_batch(train, training.batch_size, np.random.default_rng([data_seed, step])))
 
-def _save_model(path: Path, state_dict: dict, meta: dict) -> None:
-    """Weights and their meta file. Serialised in memory first: torch.save names the archive's records after the
-    file it writes, and the staging file's name is random, which would make identical weights differ in bytes."""
-    buffer = io.BytesIO()
-    torch.save(state_dict, buffer)
-    with staged_file(path) as partial:
-        partial.write_bytes(buffer.getvalue())
-    path.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    def held_out() -> dict:
+        return {f"held_out_{name}": value for name, value in evaluate().items()}
+
+    return run_training(step_loss, held_out, lambda: _final_metrics(held_out, step_fn, train, training, context),
+                        models, optimizer, training, folders, fingerprint, context, desc)
 
 
 def train_expert(
@@ -214,7 +149,7 @@ def train_expert(
             "held_out_clips": [clip.clip_id for clip in held_out],
             "metrics": metrics,
         }
-        _save_model(folders.out_dir / EXPERT_WEIGHTS, expert.state_dict(), meta)
+        export_weights(folders.out_dir / EXPERT_WEIGHTS, expert.state_dict(), meta)
     return metrics
 
 
@@ -225,6 +160,18 @@ def load_expert(folder: Path, device: torch.device) -> tuple[SyncExpert, dict]:
     expert.load_state_dict(torch.load(folder / EXPERT_WEIGHTS, map_location=device, weights_only=True))
     expert.to(device).eval().requires_grad_(False)
     return expert, meta
+
+
+def load_dynamic_encoder(folder: Path, device: torch.device | str = "cpu") -> tuple[DynamicSyncEncoder, dict]:
+    """The exported E_d (frozen, eval mode) and its meta, from a sync_encoder output folder."""
+    path = Path(folder) / ENCODER_WEIGHTS
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: expected the output folder of the sync_encoder stage")
+    meta = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+    encoder = DynamicSyncEncoder(out_dim=meta["output_dim"])
+    encoder.load_state_dict(torch.load(path, map_location=device, weights_only=True))
+    encoder.to(device).eval().requires_grad_(False)
+    return encoder, meta
 
 
 def train_encoder(
@@ -276,5 +223,5 @@ def train_encoder(
             "expert": {key: expert_meta[key] for key in ("face_size", "embed_dim", "training_data_sha256")},
             "metrics": metrics,
         }
-        _save_model(folders.out_dir / ENCODER_WEIGHTS, encoder.state_dict(), meta)
+        export_weights(folders.out_dir / ENCODER_WEIGHTS, encoder.state_dict(), meta)
     return metrics

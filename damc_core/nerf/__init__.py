@@ -1,0 +1,1 @@
+"""The talking-head NeRF: encodings, field, rendering, training."""

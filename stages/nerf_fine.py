@@ -1,0 +1,35 @@
+"""Stage `nerf_fine`: continue nerf_coarse's head with MSE + lambda * LPIPS on patches of the face and lips."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from damc_core.config import load_params
+from damc_core.nerf.train import load_inputs, train_fine
+from damc_core.training import RunFolders, distributed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--subject", type=Path, required=True, help="input: the subject's face_prep folder")
+    parser.add_argument("--features", type=Path, required=True, help="input: the subject's audio_features folder")
+    parser.add_argument("--encoder", type=Path, required=True, help="input: sync_encoder's output folder (E_d)")
+    parser.add_argument("--coarse", type=Path, required=True, help="input: the subject's nerf_coarse folder")
+    parser.add_argument("--out-dir", type=Path, required=True, help="output: head.pt and head.json")
+    parser.add_argument("--checkpoint-dir", type=Path, required=True, help="checkpoints for resuming (kept)")
+    parser.add_argument("--log-dir", type=Path, required=True, help="output: dvclive metrics and plots")
+    args = parser.parse_args()
+
+    params = load_params(args.params)
+    with distributed() as context:
+        inputs = load_inputs(args.subject, args.features, args.encoder)
+        folders = RunFolders(args.out_dir, args.checkpoint_dir, args.log_dir)
+        metrics = train_fine(params.nerf_fine, args.coarse, inputs, folders, context)
+    if context.is_main:
+        print("nerf_fine: " + ", ".join(f"{name} {value}" for name, value in metrics.items()))
+
+
+if __name__ == "__main__":
+    main()
