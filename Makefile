@@ -13,5 +13,6 @@ setup:
 repro: setup
 	dvc repro
 
-test: setup
+test:
+	@bash scripts/setup_env.sh --test
 	python -m pytest

@@ -54,7 +54,7 @@ def _require_odd_window(window: int, name: str) -> None:
 def _expect_shape(name: str, tensor: torch.Tensor, shape: tuple[int | None, ...]) -> None:
     """Raise ValueError unless `tensor` has `shape` (None matches any size)."""
     got = tuple(tensor.shape)
-    if len(got) != len(shape) or not all(want in (None, size) for want, size in zip(shape, got)):
+    if len(got) != len(shape) or not all(want in (None, size) for want, size in zip(shape, got, strict=True)):
         expected = ", ".join("B" if want is None else str(want) for want in shape)
         raise ValueError(f"{name} must have shape ({expected}), got {got}")
 

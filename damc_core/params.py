@@ -433,6 +433,24 @@ class RenderConfig:
 
 
 @dataclass(frozen=True)
+class EvaluateConfig:
+    """Stage `evaluate`: the paper's five metrics on the validation renders, Sync on the TTS-driven renders."""
+
+    landmarks: Literal["mediapipe", "face_alignment"]
+    """Landmark backend for LMD and the face crops (the same one on rendered and ground-truth frames)."""
+    lpips: LpipsConfig
+    """LPIPS (AlexNet) weights; LPIPS is null with the reason when they are missing."""
+    fid_weights: str
+    """pytorch-fid's Inception weights (pt_inception-2015-12-05-6726825d.pth); FID is null without them."""
+    syncnet_weights: str
+    """syncnet_python's SyncNet weights (syncnet_v2.model); LSE-C / LSE-D are null without them."""
+    syncnet_crop_margin: float
+    """Margin around the landmarks' square box of the SyncNet face crop, as a fraction of its side."""
+    max_offset: int
+    """Largest audio-video offset, in frames, the sync scores search (syncnet_python: 15)."""
+
+
+@dataclass(frozen=True)
 class Params:
     """All of params.yaml."""
 
@@ -461,3 +479,5 @@ class Params:
     """Section of the `nerf_fine` stage."""
     render: RenderConfig
     """Section of the `render` stage and of `python -m damc_core.render`."""
+    evaluate: EvaluateConfig
+    """Section of the `evaluate` stage."""

@@ -131,11 +131,13 @@ def render_conditions(
 
 
 def drive(
-    trained: TrainedHead, audio: np.ndarray, out_path: Path, config: RenderConfig, features: AudioFeaturesConfig,
-    desc: str = "render",
+    trained: TrainedHead, audio: np.ndarray, source: str, out_path: Path, config: RenderConfig,
+    features: AudioFeaturesConfig, desc: str = "render",
 ) -> int:
-    """Render `audio` (16 kHz mono) into `out_path` (mp4 with the audio); return the number of frames."""
-    check_speech(audio, str(out_path))
+    """Render `audio` (16 kHz mono, from `source`, named in messages) into `out_path` (mp4 with the audio); return
+    the number of frames. Silent audio raises AudioInputError; clipping is warned about on stderr."""
+    for warning in check_speech(audio, source):
+        print(f"render: warning: {warning}", file=sys.stderr)
     frame_features = driving_features(trained, audio, features)
     conditions = replayed_conditions(trained, frame_features, config.pose_smoothing_frames)
     occupancy = audio_occupancy(trained.head, frame_features)
@@ -174,7 +176,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         params = load_params(args.params)
         trained = load_trained_head(args.model, args.subject)
         audio = read_audio(args.audio) if args.audio else speech_from_text(args.text, args.language, params.tts)
-        frames = drive(trained, audio, args.output, params.render, params.audio_features)
+        source = str(args.audio) if args.audio else f"speech of --text {args.text!r}"
+        frames = drive(trained, audio, source, args.output, params.render, params.audio_features)
     except (FileNotFoundError, ValueError, MediaError, AudioInputError, ContentEncoderUnavailable, TTSModelUnavailable,
             ToolError) as error:
         print(f"render: {error}", file=sys.stderr)

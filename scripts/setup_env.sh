@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the pipeline needs, idempotently: system tools, .venv, torch, the pinned requirements, damc_core.
+# `--test` also installs the headless browser the test suite uses (make test).
 # A second run with unchanged requirement files returns at once and installs nothing.
 set -euo pipefail
 SCRIPT=$(realpath "$0")
@@ -10,6 +11,7 @@ BASE_PYTHON=${PYTHON:-python3}
 TORCH_VERSION=2.13.0
 SYSTEM_TOOLS=(ffmpeg ffprobe espeak-ng sox)
 SYSTEM_PACKAGES=(ffmpeg espeak-ng sox)
+TEST_BROWSER=chromium  # the results gallery is tested in a real headless browser (make test only)
 
 install_system_tools() {
   local missing=()
@@ -25,6 +27,17 @@ install_system_tools() {
     echo "setup: missing system tools: ${missing[*]}" >&2
     echo "setup: install them first, e.g. 'sudo apt-get install ${SYSTEM_PACKAGES[*]}', then run make again" >&2
     exit 1
+  fi
+}
+
+install_test_browser() {
+  command -v "$TEST_BROWSER" >/dev/null && return
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+    echo "setup: installing $TEST_BROWSER with apt-get (headless browser test of the gallery)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$TEST_BROWSER" >/dev/null
+  else
+    echo "setup: '$TEST_BROWSER' is not installed: the gallery's browser test will be skipped" >&2
   fi
 }
 
@@ -62,6 +75,7 @@ install_python_packages() {
 }
 
 install_system_tools
+[ "${1:-}" = "--test" ] && install_test_browser
 stamp_file="$VENV/.setup-stamp"
 if [ -f "$stamp_file" ] && [ "$(cat "$stamp_file")" = "$(requirements_stamp)" ]; then
   exit 0

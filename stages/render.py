@@ -78,7 +78,8 @@ def main() -> None:
                                                                          args.out_dir, params), "tts": {}}
     for clip in sorted(path.parent for path in args.tts.glob(f"*/{CLIP_NAME}")):
         started = time.perf_counter()
-        frames = drive(trained, read_audio(clip / SPEECH_NAME), args.out_dir / f"tts_{clip.name}.mp4",
+        speech = clip / SPEECH_NAME
+        frames = drive(trained, read_audio(speech), str(speech), args.out_dir / f"tts_{clip.name}.mp4",
                        params.render, params.audio_features, desc=f"render {clip.name}")
         report["tts"][clip.name] = {"frames": frames, "render_s_per_frame": (time.perf_counter() - started) / frames}
     args.report.parent.mkdir(parents=True, exist_ok=True)

@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from damc_core.media import VIDEO_FPS
-
 from damc_core.config import load_params
+from damc_core.media import VIDEO_FPS
 from damc_core.sample.generate import generate_clips, generate_subject
 from damc_core.sample.preview import save_preview
 

@@ -48,7 +48,7 @@ def backbone_file(tmp_path_factory) -> Path:
 def stand_in_heads_file(tmp_path_factory) -> Path:
     generator = torch.Generator().manual_seed(2)
     state = {key: torch.rand(1, channels, 1, 1, generator=generator)
-             for key, channels in zip(HEADS_KEYS, LAYER_CHANNELS)}
+             for key, channels in zip(HEADS_KEYS, LAYER_CHANNELS, strict=True)}
     path = tmp_path_factory.mktemp("lpips_heads") / HEADS_FILE
     torch.save(state, path)
     return path
@@ -93,7 +93,7 @@ def reference_lpips(backbone: dict[str, torch.Tensor], heads: dict[str, torch.Te
         return out
 
     total = torch.zeros(a.shape[0])
-    for layer, (fa, fb) in enumerate(zip(activations(a), activations(b))):
+    for layer, (fa, fb) in enumerate(zip(activations(a), activations(b), strict=True)):
         na = fa / (fa.pow(2).sum(dim=1, keepdim=True).sqrt() + 1e-10)
         nb = fb / (fb.pow(2).sum(dim=1, keepdim=True).sqrt() + 1e-10)
         weights = heads[f"lin{layer}.model.1.weight"].view(1, -1, 1, 1)
@@ -104,11 +104,11 @@ def reference_lpips(backbone: dict[str, torch.Tensor], heads: dict[str, torch.Te
 def test_real_heads_load_non_negative_with_expected_shapes(real_heads_file, backbone_file):
     state = torch.load(real_heads_file, map_location="cpu", weights_only=True)
     assert sorted(state) == HEADS_KEYS
-    for key, channels in zip(HEADS_KEYS, LAYER_CHANNELS):
+    for key, channels in zip(HEADS_KEYS, LAYER_CHANNELS, strict=True):
         assert state[key].shape == (1, channels, 1, 1)
         assert (state[key] >= 0).all()
     model = load_lpips(backbone_file, real_heads_file)
-    for head, key in zip(model.heads, HEADS_KEYS):
+    for head, key in zip(model.heads, HEADS_KEYS, strict=True):
         assert torch.equal(head.weight, state[key])
 
 

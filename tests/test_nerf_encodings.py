@@ -225,10 +225,11 @@ def test_triplane_box_maps_to_the_unit_cube():
 
     torch.testing.assert_close(encoding(torch.tensor(BOX_MIN)), planes_at(0.0, 0.0))
     torch.testing.assert_close(encoding(torch.tensor(BOX_MAX)), planes_at(1.0, 1.0))
-    centre = [(low + high) / 2 for low, high in zip(BOX_MIN, BOX_MAX)]
+    centre = [(low + high) / 2 for low, high in zip(BOX_MIN, BOX_MAX, strict=True)]
     torch.testing.assert_close(encoding(torch.tensor(centre)), planes_at(0.5, 0.5))
     outside = encoding(torch.tensor([5.0, -9.0, 1.5]))  # clamped to (1, 0, 1)
-    expected = [plane(torch.tensor(uv)) for plane, uv in zip(encoding.planes, ([1.0, 0.0], [0.0, 1.0], [1.0, 1.0]))]
+    clamped = ([1.0, 0.0], [0.0, 1.0], [1.0, 1.0])
+    expected = [plane(torch.tensor(uv)) for plane, uv in zip(encoding.planes, clamped, strict=True)]
     torch.testing.assert_close(outside, torch.cat(expected))
 
 

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from damc_core.face.landmarks import detect_sequence, make_detector
+from damc_core.metrics.image import detect_landmarks
 
 INNER_LIP_PAIRS = ((61, 67), (62, 66), (63, 65))
 """iBUG-68 inner-lip points facing each other across the mouth (upper, lower)."""
@@ -23,9 +23,7 @@ def mouth_opening(landmarks: np.ndarray) -> np.ndarray:
 
 def detected_mouth_opening(frames: Iterable[np.ndarray]) -> np.ndarray:
     """(T,) inner-lip opening of the largest face in each RGB frame (MediaPipe), NaN where no face is found."""
-    with make_detector("mediapipe", max_faces=1, video=True) as detector:
-        landmarks, _, _ = detect_sequence(detector, frames)
-    return mouth_opening(landmarks)
+    return mouth_opening(detect_landmarks(frames))
 
 
 def mean_intensity(frames: np.ndarray, rect: tuple[int, int, int, int]) -> np.ndarray:

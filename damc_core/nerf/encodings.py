@@ -133,7 +133,8 @@ class TriPlaneEncoding(nn.Module):
         if points.shape[-1] != 3:
             raise ValueError(f"TriPlaneEncoding expects points of shape (..., 3), got {tuple(points.shape)}")
         unit = ((points - self.box_min) / self.box_size).clamp(0.0, 1.0)
-        return torch.cat([plane(unit[..., list(axes)]) for plane, axes in zip(self.planes, PLANE_AXES)], dim=-1)
+        planes = zip(self.planes, PLANE_AXES, strict=True)
+        return torch.cat([plane(unit[..., list(axes)]) for plane, axes in planes], dim=-1)
 
 
 class SphericalHarmonicsEncoding(nn.Module):

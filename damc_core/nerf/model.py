@@ -24,7 +24,6 @@ from damc_core.nerf.rendering import (
 )
 from damc_core.params import FieldConfig, FusionConfig
 
-
 MARCH_GROUPS = 4
 """Groups of samples a viewing ray is marched through, front to back."""
 TERMINATION_TRANSMITTANCE = 1e-3

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -9,8 +10,9 @@ import torch.nn.functional as F
 
 from damc_core.nerf.field import AudioConditionedField
 
-MIN_CELL_ALPHA = 0.01
-"""A cell counts as occupied when crossing it would cover more than this fraction of the background."""
+MAX_SKIPPED_OPACITY = 0.01
+"""Skipping empty cells may change a ray's opacity by at most this much: a cell is empty when its density, over the
+longest path through the box (the diagonal), absorbs less than this fraction of light."""
 RESOLUTION = 48
 """Cells along each side of the box."""
 CONDITIONS = 4
@@ -49,13 +51,13 @@ class OccupancyGrid:
 def occupancy_grid(
     field: AudioConditionedField, audio: torch.Tensor, resolution: int = RESOLUTION, chunk: int = 65536
 ) -> OccupancyGrid:
-    """The grid of cells where `field` has density above the MIN_CELL_ALPHA level at the cell centre for any of the
-    (K, A) audio conditions, with eyes open or shut; then dilated by DILATION_CELLS."""
+    """The grid of cells where `field`'s density at the cell centre is above the MAX_SKIPPED_OPACITY level for any of
+    the (K, A) audio conditions, with eyes open or shut; then dilated by DILATION_CELLS."""
     low = torch.tensor(field.config.box_min, dtype=torch.float32)
     high = torch.tensor(field.config.box_max, dtype=torch.float32)
     axes = [torch.linspace(0, 1, resolution * 2 + 1)[1::2] for _ in range(3)]
     centres = low + torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, 3) * (high - low)
-    threshold = -torch.log1p(torch.tensor(-MIN_CELL_ALPHA)) / float(((high - low) / resolution).min())
+    threshold = -math.log1p(-MAX_SKIPPED_OPACITY) / float(torch.linalg.norm(high - low))
     densest = torch.zeros(len(centres))
     for condition in audio:
         for blink in (0.0, 1.0):

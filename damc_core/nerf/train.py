@@ -254,6 +254,9 @@ def train_fine(
     training = config.training
     seed_everything(training.seed)
     head, _, coarse_meta = load_head(coarse_dir)
+    if coarse_meta["train_frame_ids"] != inputs.train.frame_ids.tolist():
+        raise ValueError(f"{coarse_dir} was trained on other frames than the training split of {inputs.subject_dir} "
+                         f"(its per-frame latent codes would land on the wrong frames); rerun nerf_coarse")
     head.train().requires_grad_(True)
     fusion, field = from_dict(FusionConfig, coarse_meta["fusion"]), from_dict(FieldConfig, coarse_meta["field"])
     optimizer = _optimizer(head, config.encoding_learning_rate, training.learning_rate)

@@ -1,0 +1,75 @@
+"""The evaluate stage's metrics on known cases: identical and shifted videos, missing weights as reasons."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from damc_core.config import load_params
+from damc_core.evaluation import evaluate_validation, load_backends, write_frame_table
+from damc_core.media import read_audio, read_video
+from damc_core.sync.models import SyncExpert
+
+FRAMES = 40
+
+
+@pytest.fixture(scope="module")
+def real_clip(shared_dir):
+    video = shared_dir / "data/subjects/May_5s.mp4"
+    frames = read_video(video)[:FRAMES, ::2, ::2].copy()  # 256 x 256
+    return frames, read_audio(video)[: FRAMES * 640]
+
+
+@pytest.fixture(scope="module")
+def backends(repo_root):
+    config = load_params(repo_root / "params.yaml").evaluate
+    expert = SyncExpert(embed_dim=16).eval()
+    meta = {"face_size": 48, "training_data_sha256": "random-init-stand-in"}
+    return config, load_backends(config, expert, meta)
+
+
+def test_identical_videos_give_capped_psnr_and_zero_lmd(real_clip, backends):
+    frames, audio = real_clip
+    config, loaded = backends
+    metrics, reference, per_frame = evaluate_validation(frames, frames.copy(), audio, config, loaded)
+    assert metrics["psnr"].value == 100.0 and (per_frame["psnr"] == 100.0).all()
+    assert metrics["lmd"].value == pytest.approx(0.0, abs=1e-6)
+    for name in ("expert_confidence", "expert_distance", "expert_offset"):
+        assert metrics[name].value == pytest.approx(reference[name].value), "same frames and audio, same scores"
+
+
+def test_a_shifted_copy_loses_psnr_but_not_lmd(real_clip, backends):
+    """LMD mean-centres each mouth (DESIGN.md), so moving the whole picture by 4 px leaves it near 0, while PSNR
+    drops to that of the shifted pixels."""
+    frames, audio = real_clip
+    config, loaded = backends
+    shifted = np.roll(frames, 4, axis=2)
+    metrics, _, per_frame = evaluate_validation(shifted, frames, audio, config, loaded)
+    expected = -10 * np.log10(np.mean(((shifted.astype(float) - frames) / 255) ** 2, axis=(1, 2, 3)))
+    assert per_frame["psnr"] == pytest.approx(expected, rel=1e-9)
+    assert metrics["psnr"].value < 40
+    assert metrics["lmd"].value < 1.0, "the detector's jitter, not the shift"
+
+
+def test_missing_weights_give_null_with_the_file_and_the_backend(real_clip, backends, tmp_path):
+    frames, audio = real_clip
+    config, loaded = backends
+    missing = dataclasses.replace(config, syncnet_weights=str(tmp_path / "syncnet_v2.model"),
+                                  fid_weights=str(tmp_path / "pt_inception.pth"))
+    metrics, _, _ = evaluate_validation(frames[:8], frames[:8], audio[: 8 * 640], missing,
+                                        load_backends(missing, loaded.expert, loaded.expert_meta))
+    for name in ("lse_c", "lse_d", "av_offset"):
+        assert metrics[name].value is None and "syncnet_v2.model" in metrics[name].reason
+        assert "syncnet_python" in metrics[name].backend
+    assert metrics["fid"].value is None and metrics["fid"].reason
+    assert metrics["lpips"].value is None and "alexnet" in metrics["lpips"].reason
+    assert metrics["expert_confidence"].value is None and "frames" in metrics["expert_confidence"].reason, \
+        "8 frames are too few for offsets of +-15"
+
+
+def test_frame_table_leaves_missing_values_empty(tmp_path):
+    path = tmp_path / "frames.tsv"
+    write_frame_table(path, np.array([7, 8]), {"psnr": np.array([30.0, 31.5]), "lmd": np.array([1.25, np.nan])})
+    assert path.read_text().splitlines() == ["frame\tlmd\tpsnr", "7\t1.25\t30", "8\t\t31.5"]
