@@ -383,7 +383,7 @@ class NerfCoarseConfig:
     encoding_learning_rate: float
     """Peak learning rate of the hash tables (ER-NeRF: 1e-2); `training.learning_rate` is that of the networks."""
     eval_frames: int
-    """Validation frames rendered at each evaluation (evenly spaced; PSNR over the head's box)."""
+    """Validation frames rendered at each evaluation (evenly spaced; full-frame PSNR)."""
     training: TrainingConfig
     """Optimisation settings; `batch_size` is unused (see `rays`)."""
 

@@ -480,3 +480,12 @@ def test_occupancy_grid_contains_nothing_outside_the_box():
     assert single.fraction == 1 / 64
     points = torch.tensor([[0.75, -1.5, 1.5], [0.25, -1.5, 1.5], [0.75, -1.5, 2.5], [1.5, -1.5, 1.5]])
     assert single.contains(points).tolist() == [True, False, False, False]
+
+
+def test_torchrun_is_refused():
+    from damc_core.nerf.train import check_single_process
+    from damc_core.training import DistributedContext
+
+    with pytest.raises(RuntimeError, match="torchrun"):
+        check_single_process(DistributedContext(rank=0, world_size=2, local_rank=0, device=torch.device("cpu"),
+                                                is_main=True), "nerf_coarse")

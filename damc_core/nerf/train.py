@@ -182,6 +182,14 @@ def _optimizer(head: TalkingHead, encoding_lr: float, network_lr: float) -> torc
                             betas=(0.9, 0.99), eps=1e-15)
 
 
+def check_single_process(context: DistributedContext, stage: str) -> None:
+    """The NeRF stages train in one process on the CPU: refuse a multi-process (torchrun) launch rather than train
+    unsynchronised copies."""
+    if context.world_size > 1:
+        raise RuntimeError(f"{stage} trains in one process ({context.world_size} were launched); run it with "
+                           f"`python`, not `torchrun`")
+
+
 def build_head(inputs: NerfInputs, fusion: FusionConfig, field: FieldConfig) -> TalkingHead:
     """A fresh talking head sized for the inputs (one latent code per training frame)."""
     return TalkingHead(inputs.audio.content.shape[1], inputs.audio.dynamic.shape[1], fusion, field, len(inputs.train))
@@ -192,6 +200,7 @@ def train_coarse(
     context: DistributedContext,
 ) -> dict[str, float]:
     """Stage nerf_coarse: MSE on rays sampled over the face, lips and head; export head.pt + head.json."""
+    check_single_process(context, "nerf_coarse")
     training = config.training
     seed_everything(training.seed)
     head = build_head(inputs, fusion, config.field)
@@ -251,6 +260,7 @@ def train_fine(
     config: NerfFineConfig, coarse_dir: Path, inputs: NerfInputs, folders: RunFolders, context: DistributedContext
 ) -> dict[str, float | str]:
     """Stage nerf_fine: continue nerf_coarse's head with MSE + lambda * LPIPS on patches over the lips and face."""
+    check_single_process(context, "nerf_fine")
     training = config.training
     seed_everything(training.seed)
     head, _, coarse_meta = load_head(coarse_dir)
