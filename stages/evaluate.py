@@ -71,7 +71,6 @@ def main() -> None:
                                         for metric, value in result["validation_ground_truth"].items()},
             "tts": {clip: {metric: value.as_dict() for metric, value in scores.items()}
                     for clip, scores in result["tts"].items()},
-            "evaluate_s": round(time.perf_counter() - started, 2),
         }
         gallery.append(SubjectResults(
             name=name,
@@ -83,7 +82,8 @@ def main() -> None:
                     for tsv in sorted((log / name / "plots" / "metrics").glob("*.tsv")) if tsv.stem != "learning_rate"},
         ))
         summary = {metric: value["value"] for metric, value in report[name]["validation"].items()}
-        print(f"evaluate {name}: " + ", ".join(f"{metric} {_shown(value)}" for metric, value in summary.items()))
+        print(f"evaluate {name} ({time.perf_counter() - started:.1f} s): "
+              + ", ".join(f"{metric} {_shown(value)}" for metric, value in summary.items()))
     args.metrics.parent.mkdir(parents=True, exist_ok=True)
     args.metrics.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     write_gallery(args.gallery, gallery, PAPER_TABLE_1, "DAMC results")

@@ -1,11 +1,11 @@
 """Stage `render`: a subject's validation frames driven by their own audio, and every TTS clip, to mp4 with audio;
-a report with the validation PSNR and how well the rendered mouth follows the real one."""
+a report with the validation PSNR and how well the rendered mouth follows the real one (deterministic: no timings,
+which the progress bars show and benchmarks/nerf.py measures)."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -29,12 +29,10 @@ def render_validation(trained: TrainedHead, subject: Path, features: Path, out_d
     n_frames = int(max(val.frame_ids.max(), trained.train.frame_ids.max())) + 1
     audio, _ = load_subject_audio(features, n_frames, trained.encoder)
     positions = np.arange(len(val))
-    started = time.perf_counter()
     conditions = iter(split_conditions(trained.head, val, audio, positions))
     occupancy = audio_occupancy(trained.head, audio)
     rendered = np.stack(list(render_conditions(trained, conditions, len(val), occupancy, params.render,
                                                "render val")))
-    seconds = time.perf_counter() - started
     truth = val.images.numpy()
     waveform = read_audio(subject / "aud.wav")
     first, last = int(val.frame_ids[0]), int(val.frame_ids[-1]) + 1
@@ -48,7 +46,6 @@ def render_validation(trained: TrainedHead, subject: Path, features: Path, out_d
     return {
         "frames": len(val),
         "psnr": float(np.mean(scores)),
-        "render_s_per_frame": seconds / len(val),
         "mouth_opening_correlation": correlation(opening_rendered, opening_truth),
         "mouth_opening_frames_detected": int(np.isfinite(opening_rendered).sum()),
         "mouth_intensity_correlation": correlation(mean_intensity(rendered, lips), mean_intensity(truth, lips)),
@@ -77,11 +74,10 @@ def main() -> None:
     report = {"model": str(args.model), "validation": render_validation(trained, args.subject, args.features,
                                                                          args.out_dir, params), "tts": {}}
     for clip in sorted(path.parent for path in args.tts.glob(f"*/{CLIP_NAME}")):
-        started = time.perf_counter()
         speech = clip / SPEECH_NAME
         frames = drive(trained, read_audio(speech), str(speech), args.out_dir / f"tts_{clip.name}.mp4",
                        params.render, params.audio_features, desc=f"render {clip.name}")
-        report["tts"][clip.name] = {"frames": frames, "render_s_per_frame": (time.perf_counter() - started) / frames}
+        report["tts"][clip.name] = {"frames": frames}
     args.report.parent.mkdir(parents=True, exist_ok=True)
     args.report.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     validation = report["validation"]

@@ -301,7 +301,9 @@ def test_evaluate_reports_every_metric_as_a_number_or_null_with_its_reason(repro
         entry = report["validation"][name]
         assert entry["backend"], name
         assert (entry["value"] is None) == (entry["reason"] is not None), (name, entry)
-    assert report["validation"]["psnr"]["value"] > 10 and report["validation"]["lmd"]["value"] >= 0
+    assert report["validation"]["psnr"]["value"] > 10
+    lmd = report["validation"]["lmd"]
+    assert lmd["value"] >= 0 if lmd["value"] is not None else "face" in lmd["reason"], "the shrunk head may hide its face"
     for name in ("lpips", "fid", "lse_c"):  # their weights cannot be downloaded here
         assert report["validation"][name]["value"] is not None or "models/" in report["validation"][name]["reason"]
     texts = yaml.safe_load((reproduced / "params.yaml").read_text())["tts"]["texts"]
