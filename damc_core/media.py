@@ -27,8 +27,14 @@ SAMPLES_PER_FRAME = AUDIO_SAMPLE_RATE // VIDEO_FPS
 
 PathLike = str | os.PathLike[str]
 
-FFMPEG = ("ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error")
-"""ffmpeg with no stdin and only errors on stderr: the start of every ffmpeg command line of the project."""
+FFMPEG = ("ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-cpuflags", "0")
+"""ffmpeg with no stdin and only errors on stderr: the start of every ffmpeg command line of the project.
+
+`-cpuflags 0` turns off ffmpeg's run-time choice of SIMD code: its float audio decoders, resampler, pixel-format
+conversion and AAC encoder give slightly different samples and pixels on CPUs with different instruction sets (AVX2,
+AVX-512, FMA), so the same input decoded to different bytes on different machines and DVC's outputs did not
+reproduce. Plain C code gives the same bytes on every x86-64 CPU, for ~1.3x the time of decoding (x264 keeps its
+SIMD: its output is bit-exact across CPUs)."""
 
 # Decoders emit whole codec frames, so audio can decode longer than the track's stated duration
 # (AAC's last frame is 1024 samples: 64 ms at 16 kHz, 128 ms at 8 kHz). A larger excess means the

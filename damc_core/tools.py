@@ -56,11 +56,13 @@ def run_tool(
     *,
     input: bytes | None = None,
     timeout: float | None = None,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[bytes]:
     """Run a tool to completion and return its captured stdout/stderr (bytes).
 
-    ``args[0]`` is looked up on PATH. Raises ToolNotFoundError if it is missing, and ToolError
-    (with the command line, the exit code and the tail of stderr) if it fails or times out.
+    ``args[0]`` is looked up on PATH. ``env`` holds variables set for the tool on top of this process's
+    environment. Raises ToolNotFoundError if it is missing, and ToolError (with the command line, the exit code and
+    the tail of stderr) if it fails or times out.
     """
     command = _resolve(args)
     try:
@@ -71,6 +73,7 @@ def run_tool(
             capture_output=True,
             timeout=timeout,
             check=False,
+            env=None if env is None else os.environ | env,
         )
     except subprocess.TimeoutExpired as error:
         raise _tool_error(args, f"timed out after {timeout:g} s", error.stderr or b"") from error

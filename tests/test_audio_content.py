@@ -107,3 +107,29 @@ def test_unavailable_model_names_itself_and_how_to_get_it(monkeypatch, tmp_path)
     expected = r"(?s)facebook/hubert-large-ls960-ft.*huggingface-cli download"
     with pytest.raises(ContentEncoderUnavailable, match=expected):
         load_content_encoder("facebook/hubert-large-ls960-ft", "en")
+
+
+
+STAND_IN_FEATURES_SCRIPT = """
+import sys
+import numpy as np
+from damc_core.audio.content import build_stand_in, content_features
+features = content_features(build_stand_in("en"), np.load(sys.argv[1]), 50, "en", "logits", 20.0, 1.0)
+np.save(sys.argv[2], features.values)
+"""
+
+
+def test_stand_in_features_are_the_same_bytes_on_another_cpu(tmp_path, english):
+    """The sample's DVC hashes must not depend on the machine: torch picks its kernels (and its random-number code)
+    by the CPU's instruction set, emulated here with ATEN_CPU_CAPABILITY, and splits work by thread count."""
+    import os
+    import subprocess
+    import sys
+
+    audio = speechlike(2.0)
+    np.save(tmp_path / "audio.npy", audio)
+    other_machine = {"ATEN_CPU_CAPABILITY": "default", "OMP_NUM_THREADS": "3"}
+    subprocess.run([sys.executable, "-c", STAND_IN_FEATURES_SCRIPT, str(tmp_path / "audio.npy"),
+                    str(tmp_path / "other.npy")], env=os.environ | other_machine, check=True)
+    here = content_features(english, audio, 50, "en", "logits", 20.0, 1.0).values
+    assert np.load(tmp_path / "other.npy").tobytes() == here.tobytes()

@@ -12,6 +12,7 @@ from damc_core.audio.features import load_features
 from damc_core.audio.mel import frames_for_samples
 from damc_core.media import read_audio
 from damc_core.params import TTSConfig
+from damc_core.tts.espeak import espeak_synthesise
 from damc_core.tts.speecht5 import SpeechT5, TTSModelUnavailable, load_speecht5, speecht5_synthesise
 from damc_core.tts.synthesis import speak, write_clip
 from damc_core.tts.text import TextInputError, check_speakable, detect_language, numbered_pinyin
@@ -47,6 +48,19 @@ def test_espeak_clips_in_english_and_mandarin(tmp_path, language, text):
     assert mel.shape == (n_frames, 80, 16) and meta.language == language
     assert clip == json.loads((tmp_path / "clip" / "clip.json").read_text(encoding="utf-8"))
     assert clip["frames"] == n_frames and clip["text"] == text
+
+
+def test_espeak_speech_on_a_fresh_machine_equals_later_runs(tmp_path, monkeypatch):
+    """A machine where PulseAudio's client never ran (no ~/.config/pulse, no pulse-* runtime folder in TMPDIR): the
+    first synthesis, which makes libpulse create its runtime folder, must sound exactly like the second."""
+    for name in ("XDG_RUNTIME_DIR", "XDG_CONFIG_HOME", "PULSE_RUNTIME_PATH", "PULSE_SERVER"):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("HOME", "TMPDIR"):
+        (tmp_path / name).mkdir()
+        monkeypatch.setenv(name, str(tmp_path / name))
+    text = "Six thick thistle sticks, she said softly."  # fricatives: espeak-ng's noise source
+    first, second = (espeak_synthesise(text, "en-us+f3", 150, 55, 16_000) for _ in range(2))
+    np.testing.assert_array_equal(first, second)
 
 
 def tiny_speecht5() -> SpeechT5:

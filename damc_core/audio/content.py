@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -18,6 +16,10 @@ from damc_core.audio.pinyin import build_projection, project_logits
 STAND_IN = "stand-in"
 """Model name that selects the small random-init stand-in (well-formed features with no learned content)."""
 STAND_IN_SEED = 0
+STAND_IN_DTYPE = torch.float64
+"""The stand-in computes in double precision and its features are stored in single: CPU kernels for other instruction
+sets (AVX2, AVX-512) or thread counts differ in the last bits of a result, 1e-16 in double, far below the float32
+rounding step, so the embedded sample's features (and DVC hashes) are the same bytes on every machine."""
 
 ENCODER_STRIDE = 320
 """Samples per encoder step (HuBERT / wav2vec2 convolutional front end: 20 ms at 16 kHz)."""
@@ -105,9 +107,14 @@ def build_stand_in(language: str) -> ContentEncoder:
         vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
         conv_dim=(32,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
     )
+    previous_dtype = torch.get_default_dtype()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(STAND_IN_SEED)
-        model = HubertForCTC(config)
+        torch.set_default_dtype(STAND_IN_DTYPE)  # drawn in double too: the random init is vectorised code as well
+        try:
+            model = HubertForCTC(config)
+        finally:
+            torch.set_default_dtype(previous_dtype)
     return ContentEncoder(model=model.eval(), name=f"{STAND_IN}:hubert-random-init", vocab=vocab,
                           normalize=True, stand_in=True)
 
@@ -137,32 +144,20 @@ def encode(
     chunk_steps = max(1, round(chunk_s * 16_000 / ENCODER_STRIDE))
     context_steps = max(0, round(context_s * 16_000 / ENCODER_STRIDE))
     pieces = []
-    device = next(encoder.model.parameters()).device
+    weight = next(encoder.model.parameters())
     chunks = tqdm(range(0, steps, chunk_steps), desc="content encoder", unit="chunk", leave=False)
-    with torch.inference_mode(), _single_thread() if encoder.stand_in else contextlib.nullcontext():
+    with torch.inference_mode():
         for start in chunks:
             stop = min(start + chunk_steps, steps)
             first, last = max(0, start - context_steps), min(steps, stop + context_steps)
             samples = signal[ENCODER_STRIDE * first : ENCODER_STRIDE * (last - 1) + RECEPTIVE_FIELD]
             result = encoder.model(
-                torch.from_numpy(np.ascontiguousarray(samples))[None].to(device),
+                torch.from_numpy(np.ascontiguousarray(samples))[None].to(weight),
                 output_hidden_states=output == "hidden_states",
             )
             values = result.logits if output == "logits" else result.hidden_states[-1]
             pieces.append(values[0, start - first : stop - first].float().cpu().numpy())
     return np.concatenate(pieces)
-
-
-@contextlib.contextmanager
-def _single_thread() -> Iterator[None]:
-    """Run torch on one thread: the stand-in's (tiny) outputs are then byte-identical on every machine, which keeps
-    the embedded sample's DVC hashes stable; multi-threaded reductions differ in the last bits between core counts."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,19 @@ MANDARIN_VOICE = "cmn-latn-pinyin"
 """espeak-ng's Mandarin voice that reads numbered pinyin (its plain 'cmn' voice misreads many characters)."""
 
 
+def no_audio_device_environment(folder: Path) -> dict[str, str]:
+    """Environment under which espeak-ng's output depends on nothing but its input.
+
+    espeak-ng 1.51 opens an audio device (PulseAudio through libpcaudio) even when it writes a file, and draws the
+    noise of fricatives and aspiration from libc's unseeded rand(). On a machine where PulseAudio's client never ran,
+    libpulse creates its runtime folder under a random name (/tmp/pulse-<12 characters from rand()>), shifting
+    espeak-ng's noise by 12 draws: the first synthesis on a fresh machine differed from every later one. Pointing
+    libpulse at a private runtime folder and a server socket that does not exist makes it fail at once without
+    drawing, wherever it runs and whatever ran before.
+    """
+    return {"PULSE_RUNTIME_PATH": str(folder), "PULSE_SERVER": f"unix:{folder / 'no-audio-server'}"}
+
+
 def espeak_synthesise(text: str, voice: str, words_per_minute: int, pitch: int, sample_rate: int) -> np.ndarray:
     """Speak `text` with an espeak-ng voice; float32 mono at `sample_rate`."""
     text = check_speakable(text)
@@ -26,7 +39,8 @@ def espeak_synthesise(text: str, voice: str, words_per_minute: int, pitch: int, 
             [
                 "espeak-ng", "-v", voice, "-s", str(words_per_minute), "-p", str(pitch),
                 "-f", str(text_path), "-w", str(wav_path),
-            ]
+            ],
+            env=no_audio_device_environment(Path(folder)),
         )
         audio, rate = soundfile.read(wav_path, dtype="float32", always_2d=True)
     if not np.any(audio):
