@@ -227,6 +227,27 @@ def test_person_regions_apart_from_the_face_are_background():
     assert (labels[380:400, 150:300] != Part.BACKGROUND).all()
 
 
+def test_a_shoulder_raised_into_the_head_band_apart_from_the_head_is_torso():
+    """The sample's suit collar: the body rises into the band beside the cheek without touching the head there."""
+    landmarks = upright_face()
+    chin = landmarks[8]
+    jaw_left, jaw_right = landmarks[:17, 0].min(), landmarks[:17, 0].max()
+    jaw_width = jaw_right - jaw_left
+    person = np.zeros((512, 512), dtype=np.uint8)
+    cv2.ellipse(person, (int(chin[0]), int(chin[1] - 150)), (int(0.6 * jaw_width), 170), 0, 0, 360, 1, -1)
+    person[int(chin[1]) - 10 :, int(chin[0]) - 25 : int(chin[0]) + 25] = 1  # neck
+    person[int(chin[1]) + 40 :, :] = 1  # shoulders
+    shoulder = slice(int(jaw_left - 0.2 * jaw_width) - 6, int(jaw_left - 0.2 * jaw_width) + 6)
+    ears = int(landmarks[[0, 16], 1].mean())
+    person[ears + 5 :, shoulder] = 1  # raised into the band beside the cheek, joined to the body only
+    collar = (ears + 10, shoulder.start + 6)
+    separate = split_person(person.astype(bool), landmarks)
+    assert separate[collar] == Part.TORSO
+    assert at(separate, landmarks[30]) == Part.HEAD
+    person[collar[0] - 6 : collar[0] + 6, collar[1] : int(chin[0])] = 1  # now joined to the head as well
+    assert split_person(person.astype(bool), landmarks)[collar] == Part.HEAD
+
+
 def test_rule_follows_the_face_when_the_frame_is_turned():
     landmarks, size = upright_face(), 512
     person = np.zeros((size, size), dtype=np.uint8)

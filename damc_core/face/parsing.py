@@ -15,10 +15,12 @@ segmentation (general model) separates the person from the background, and the 6
   the ears' and the chin's levels that is outside the neck band and laterally within the jaw line's extent widened
   on either side by 0.4 jaw widths at the ears, tapering to 0.25 at the chin: hair, ears, hair beside the cheeks.
 - NECK is the person inside the neck band; TORSO is the rest of the person (shoulders, clothes, and long hair
-  below the chin); BACKGROUND is everything that is not the person.
+  below the chin), and any part of the head zone not connected to the face (a shoulder or collar raised into the
+  band beside the chin); BACKGROUND is everything that is not the person.
 
 The rule is deterministic. It knows no colours, so collars, ties and scarves within the neck band count as NECK,
-long hair below the chin or outside the tapering band as TORSO, and shoulders raised into that band as HEAD.
+long hair below the chin or outside the tapering band as TORSO, and a shoulder raised into that band that touches
+the hair or the face as HEAD.
 """
 
 from __future__ import annotations
@@ -128,15 +130,23 @@ def rgb_to_parsing(image: np.ndarray) -> np.ndarray:
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"Expected an HxWx3 RGB parsing image, got shape {image.shape}.")
-    matches = (image[:, :, None, :] == PART_RGB).all(axis=-1)
-    unknown = ~matches.any(axis=-1)
+    codes, part_codes = _packed_rgb(image), _packed_rgb(PART_RGB)
+    order = np.argsort(part_codes)
+    position = np.searchsorted(part_codes[order], codes).clip(max=len(order) - 1)
+    unknown = part_codes[order][position] != codes
     if unknown.any():
         row, column = np.argwhere(unknown)[0]
         raise ValueError(
             f"{int(unknown.sum())} pixels have no parsing colour, first at (row {row}, column {column}): "
             f"{tuple(int(value) for value in image[row, column])}."
         )
-    return matches.argmax(axis=-1).astype(np.uint8)
+    return order[position].astype(np.uint8)
+
+
+def _packed_rgb(rgb: np.ndarray) -> np.ndarray:
+    """Each (..., 3) uint8 colour as one integer, 0xRRGGBB."""
+    rgb = rgb.astype(np.uint32)
+    return rgb[..., 0] << 16 | rgb[..., 1] << 8 | rgb[..., 2]
 
 
 def split_person(person: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
@@ -152,6 +162,8 @@ def split_person(person: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     labels[person & _fill(shape, _neck_polygon(landmarks))] = Part.NECK
     labels[person & _fill(shape, _head_zone_polygon(landmarks, shape))] = Part.HEAD
     labels[face] = Part.HEAD
+    head = labels == Part.HEAD
+    labels[head & ~_regions_touching(head, face)] = Part.TORSO
     return labels
 
 
