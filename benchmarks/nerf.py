@@ -1,21 +1,26 @@
-"""Benchmark of the talking-head NeRF: training steps/s and rays/s, frame render rate, occupancy grid build time and
-peak memory (prints figures; not a test).
+"""Benchmark of the talking-head NeRF on the embedded sample: validation PSNR against training wall time for the
+previous and the current settings side by side, training rays per second, render seconds per frame, and the
+paper-scale step time (prints figures; not a test).
 
-Usage: python benchmarks/nerf.py [--threads 2] [--device cpu|cuda] [--model data/nerf_fine/sample] [--paper-scale]
+Usage: python benchmarks/nerf.py [--phases convergence train render] [--paper-scale] [--threads 2]
+                                 [--device cpu|cuda] [--eval-frames 8]
 
-Each measurement runs in a fresh subprocess so its peak resident memory (ru_maxrss) is its own.
+Needs the sample prepared by the pipeline (`dvc repro nerf_coarse` at least: data/faces/sample,
+data/features/sample, data/sync_encoder). Each measurement runs in a fresh subprocess, one after the other, so
+timings do not share a process or compete for cores, and peak memory (ru_maxrss) is its own.
 
-- train: one nerf_coarse step, forward + backward + Adam, exactly as damc_core.nerf.train.train_coarse draws it
-  (training_pixels, _training_rays, TalkingHead.render_rays, MSE), with params.yaml's nerf_coarse settings, on
-  synthetic frames (random images, a camera like the sample's). Cost depends on rays x samples, not on the pixels.
-  --paper-scale adds the paper's scale: hash_grid.levels 14 and 65536 rays per step.
-- render: render_frame of whole frames at the sample's 256x256 and at 512x512 (the same view, focal scaled), with
-  the occupancy grid of the head (audio_occupancy). With --model the trained head, its subject's first training
-  pose, torso and audio are used; without it a random-init head and a synthetic camera and condition. How much of
-  a random-init head's occupancy grid is occupied depends only on its initial density (field.INITIAL_LOG_DENSITY)
-  against the grid's threshold (occupancy.py), not on any head: the measured fraction is printed, and for that case
-  the rate with every cell occupied (the upper bound of work) is also measured on --upper-bound-rays rays through
-  the middle of the head and extrapolated to a whole frame.
+- convergence: nerf_coarse trained as the stage trains it (damc_core.nerf.train.train_coarse) with the "previous"
+  settings (16 jittered samples per ray from a nearly transparent start, no opacity loss, 2048 rays per step: the
+  defaults before this benchmark's settings; run for about the wall time of the current ones) and the "current"
+  ones (params.yaml); val PSNR over `--eval-frames` validation frames at evenly spaced steps, against the training
+  wall time (evaluations excluded).
+- train: steps of the current settings, timed apart from evaluation: steps/s, rays/s, and the forward /
+  backward split of a step.
+- render: render_frame of the validation frames by the current head (at 256x256, the sample's size), its
+  occupancy grid built once per clip as the render stage does.
+- --paper-scale adds training steps at the paper's scale (hash_grid.levels 14, 65536 rays per coarse step; a
+  nerf_fine step of its patches, with LPIPS when its weights are there) and a render at 512x512 (the sample's camera
+  scaled by 2). benchmarks/gpu.py runs these on a GPU and projects the paper's 120k + 30k steps.
 """
 
 from __future__ import annotations
@@ -31,327 +36,270 @@ from pathlib import Path
 
 import numpy as np
 
-SIZES = (256, 512)
-SAMPLE_FOCAL_PER_PIXEL = 1536.0 / 256
-"""The sample subject's focal length (face_prep's fit) per pixel of image width."""
-SAMPLE_POSE = ((1.0, 0.0, 0.0, 0.25), (0.0, 1.0, 0.0, 1.2), (0.0, 0.0, 1.0, 18.6), (0.0, 0.0, 0.0, 1.0))
-"""About the sample subject's mean camera-to-world pose (decimetres, head template frame)."""
-SYNTHETIC_FRAMES = 16
-SYNTHETIC_AUDIO_FRAMES = 64
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = {"subject": ROOT / "data/faces/sample", "features": ROOT / "data/features/sample",
+          "encoder": ROOT / "data/sync_encoder"}
+PREVIOUS = {"samples_per_ray": 16, "jitter": True, "opacity_weight": 0.0, "initial_log_density": -4.0,
+            "learning_rate": 0.002, "steps": 600}
+"""The settings before the current ones, run for about the current run's wall time (600 of their steps)."""
+EVALUATIONS = 6
+"""Validation PSNR measurements along each run."""
 
 
-def _torch(threads: int, device: str):
+def _torch(threads: int):
     import torch
 
     torch.set_num_threads(threads)
-    if device == "cuda":
-        if not torch.cuda.is_available():
-            sys.exit("benchmarks/nerf.py: --device cuda but torch.cuda.is_available() is False")
-        # The NeRF code creates some tensors without a device (e.g. torch.zeros in TalkingHead.render_rays and
-        # occupancy_grid), so they follow the default device.
-        torch.set_default_device("cuda")
     return torch
-
-
-def _sync(torch, device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
-def _memory(torch, device: str) -> dict:
-    memory = {"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
-    if device == "cuda":
-        memory["peak_cuda_allocated_mb"] = round(torch.cuda.max_memory_allocated() / 2**20)
-    return memory
 
 
 def _params():
     from damc_core.config import load_params
 
-    return load_params(Path(__file__).resolve().parent.parent / "params.yaml")
+    return load_params(ROOT / "params.yaml")
 
 
-def _camera(size: int):
-    from damc_core.nerf.data import Camera
+def _inputs(device: str):
+    from damc_core.nerf.train import load_inputs
 
-    return Camera(SAMPLE_FOCAL_PER_PIXEL * size, size / 2, size / 2, size, size)
-
-
-def synthetic_inputs(torch, size: int, content_dim: int, dynamic_dim: int):
-    """A NerfInputs with random frames seen from around the sample's pose, and random audio features."""
-    from damc_core.nerf.data import FrameAudio, SubjectSplit
-    from damc_core.nerf.rays import box_pixel_rect
-    from damc_core.nerf.train import NerfInputs
-
-    params = _params().nerf_coarse.field
-    camera = _camera(size)
-    generator = torch.Generator().manual_seed(0)
-    poses = torch.tensor(SAMPLE_POSE, dtype=torch.float32).repeat(SYNTHETIC_FRAMES, 1, 1)
-    poses[:, :3, 3] += 0.1 * torch.randn(SYNTHETIC_FRAMES, 3, generator=generator)
-    rects = [box_pixel_rect(pose, camera.focal, camera.cx, camera.cy, params.box_min, params.box_max, size, size)
-             for pose in poses]
-    face_rects, lips_rects = [], []
-    for col0, row0, col1, row1 in rects:
-        width, height = col1 - col0, row1 - row0
-        face_rects.append([col0 + width // 5, row0 + height // 5, col1 - width // 5, row1 - height // 5])
-        lips_rects.append([col0 + 2 * width // 5, row0 + 3 * height // 5, col1 - 2 * width // 5,
-                           row0 + 4 * height // 5])
-
-    def images():
-        return torch.randint(0, 256, (SYNTHETIC_FRAMES, size, size, 3), dtype=torch.uint8, generator=generator)
-
-    train = SubjectSplit(
-        frame_ids=np.arange(SYNTHETIC_FRAMES), images=images(), backgrounds=images(), camera_to_world=poses,
-        blink=torch.zeros(SYNTHETIC_FRAMES), face_rects=np.array(face_rects),
-        lips_rects=np.array(lips_rects),
-    )
-    audio = FrameAudio(torch.randn(SYNTHETIC_AUDIO_FRAMES, content_dim, generator=generator),
-                       torch.randn(SYNTHETIC_AUDIO_FRAMES, dynamic_dim, generator=generator))
-    return NerfInputs(Path("<synthetic>"), camera, train, train, audio, {}, None, {})
+    missing = [str(path) for path in SAMPLE.values() if not path.exists()]
+    if missing:
+        sys.exit(f"benchmarks/nerf.py: {', '.join(missing)} missing: run `dvc repro nerf_coarse` first")
+    return load_inputs(SAMPLE["subject"], SAMPLE["features"], SAMPLE["encoder"], device)
 
 
-def _to_device(inputs, device: str):
-    """The inputs' tensors on `device` (the NerfInputs dataclasses are frozen: rebuilt)."""
-    if device == "cpu":
-        return inputs
-    train = replace(inputs.train, **{name: value.to(device) for name, value in vars(inputs.train).items()
-                                     if hasattr(value, "to")})
-    audio = replace(inputs.audio, content=inputs.audio.content.to(device), dynamic=inputs.audio.dynamic.to(device))
-    return replace(inputs, train=train, val=train, audio=audio)
-
-
-def coarse_config(paper_scale: bool):
-    """params.yaml's nerf_coarse, or with the paper's levels (14) and rays per step (65536)."""
-    config = _params().nerf_coarse
-    if not paper_scale:
+def settings(name: str, params):
+    """nerf_coarse's config of the named settings ("previous" or "current")."""
+    config = params.nerf_coarse
+    if name == "current":
         return config
-    field = replace(config.field, hash_grid=replace(config.field.hash_grid, levels=14))
-    return replace(config, field=field, rays=replace(config.rays, rays_per_step=65536))
+    field = replace(config.field, samples_per_ray=PREVIOUS["samples_per_ray"], jitter=PREVIOUS["jitter"])
+    training = replace(config.training, steps=PREVIOUS["steps"], learning_rate=PREVIOUS["learning_rate"])
+    return replace(config, field=field, training=training, opacity_weight=PREVIOUS["opacity_weight"])
 
 
-def run_train(torch, device: str, paper_scale: bool, iterations: int, warmup: int) -> dict:
-    """Time nerf_coarse steps (forward + backward + Adam) on synthetic frames."""
-    from damc_core.nerf.train import _optimizer, _step_generators, _training_rays, build_head, training_pixels
+def run_convergence(torch, device: str, name: str, eval_frames: int) -> dict:
+    """Train with the named settings as the stage does; val PSNR at EVALUATIONS evenly spaced steps."""
+    import tempfile
+
+    from damc_core.nerf import field as nerf_field
+    from damc_core.nerf import train as nerf_train
+    from damc_core.training import RunFolders, setup_distributed
+
+    if name == "previous":
+        nerf_field.INITIAL_LOG_DENSITY = PREVIOUS["initial_log_density"]
+    params = _params()
+    config = settings(name, params)
+    every = max(config.training.steps // EVALUATIONS, 1)
+    config = replace(config, eval_frames=eval_frames,
+                     training=replace(config.training, eval_every=every, checkpoint_every=10**9))
+    inputs = _inputs(device)
+    points, evaluating = [], {"seconds": 0.0}
+    real_evaluate = nerf_train.evaluate_psnr
+    started = time.perf_counter()
+
+    def timed_evaluate(head, inputs, count):
+        if len(points) == EVALUATIONS:  # the final metrics, after the last evaluation
+            return real_evaluate(head, inputs, count)
+        begun = time.perf_counter()
+        result = real_evaluate(head, inputs, count)
+        points.append({"step": every * (len(points) + 1),
+                       "train_s": round(begun - started - evaluating["seconds"], 1),
+                       "val_psnr": round(result["val_psnr"], 2)})
+        evaluating["seconds"] += time.perf_counter() - begun
+        return result
+
+    nerf_train.evaluate_psnr = timed_evaluate
+    with tempfile.TemporaryDirectory() as work:
+        folders = RunFolders(Path(work, "out"), Path(work, "checkpoints"), Path(work, "log"))
+        nerf_train.train_coarse(config, params.fusion, inputs, folders, setup_distributed(device=device))
+    return {"phase": f"convergence-{name}", "samples_per_ray": config.field.samples_per_ray,
+            "jitter": config.field.jitter, "opacity_weight": config.opacity_weight,
+            "steps": config.training.steps, "points": points}
+
+
+PAPER_LEVELS = 14
+"""The paper's hash-grid levels L."""
+PAPER_RAYS_PER_STEP = 65536
+"""The paper's rays per coarse step (a 256 x 256 image's worth)."""
+
+
+def run_train(torch, device: str, paper_scale: bool, iterations: int, stage: str = "coarse") -> dict:
+    """Time training steps (forward + backward + Adam) of the current settings on the sample: nerf_coarse's rays,
+    or nerf_fine's patches (LPIPS included when its weights are there)."""
+    from damc_core.nerf import train as nerf_train
 
     params = _params()
-    config = coarse_config(paper_scale)
+    config = params.nerf_coarse
+    if paper_scale:
+        grid = replace(config.field.hash_grid, levels=PAPER_LEVELS)
+        config = replace(config, field=replace(config.field, hash_grid=grid),
+                         rays=replace(config.rays, rays_per_step=PAPER_RAYS_PER_STEP))
+    fine = params.nerf_fine
+    inputs = _inputs(device)
     torch.manual_seed(0)
-    with torch.device("cpu"):  # built on the CPU (as the stages do), then moved
-        # content: 2 steps x 32 stand-in logits per frame (the sample's features); dynamic: E_d's 64.
-        inputs = synthetic_inputs(torch, 256, 64, params.sync_encoder.dim)
-        head = build_head(inputs, params.fusion, config.field)
-    head = head.to(device).train()
-    inputs = _to_device(inputs, device)
-    optimizer = _optimizer(head, config.encoding_learning_rate, config.training.learning_rate)
-    per_frame = max(config.rays.rays_per_step // config.rays.frames_per_step, 1)
-    frames_per_step = min(config.rays.frames_per_step, len(inputs.train))
+    head = nerf_train.build_head(inputs, params.fusion, config.field)
+    perceptual = nerf_train.load_perceptual_loss(fine, inputs.device)[0] if stage == "fine" else None
+    optimizer = nerf_train._optimizer(head, config.encoding_learning_rate, config.training.learning_rate)
+    per_frame = config.rays.rays_per_step // config.rays.frames_per_step
+    frames = config.rays.frames_per_step if stage == "coarse" else fine.patches_per_step
     times = {"data": [], "forward": [], "backward_step": []}
-    losses = []
-    for step in range(warmup + iterations):
-        _sync(torch, device)
-        started = time.perf_counter()
-        rng, generator = _step_generators(0, step)
-        if device != "cpu":  # stratified_depths draws on the rays' device
-            generator = torch.Generator(device=device).manual_seed(int(rng.integers(2**62)))
-        positions = rng.choice(len(inputs.train), frames_per_step, replace=False)
-        pixels = [training_pixels(head, inputs, position, per_frame, config, rng) for position in positions]
-        rays, target = _training_rays(head, inputs, positions, pixels)
-        _sync(torch, device)
+
+    def sync():
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    for step in range(2 + iterations):
+        sync()
+        begun = time.perf_counter()
+        rng, generator = nerf_train._step_generators(0, step, inputs.device)
+        positions = rng.choice(len(inputs.train), frames, replace=False)
+        if stage == "coarse":
+            pixels = [nerf_train.training_pixels(head, inputs, position, per_frame, config.rays, rng)
+                      for position in positions]
+        else:
+            pixels = [nerf_train.patch_pixels(inputs, position, fine.patch_size, True, rng) for position in positions]
+        batch = nerf_train.training_rays(head, inputs, positions, pixels)
+        sync()
         drawn = time.perf_counter()
-        loss = torch.mean((head.render_rays(rays, generator).rgb - target) ** 2)
-        _sync(torch, device)
+        rendered = head.render_rays(batch.rays, generator)
+        loss = (nerf_train.colour_loss(rendered.rgb, batch.colour)
+                + config.opacity_weight * nerf_train.opacity_loss(rendered.opacity, batch.head))
+        if perceptual is not None:
+            as_images = [tensor.reshape(frames, fine.patch_size, fine.patch_size, 3).permute(0, 3, 1, 2) * 2 - 1
+                         for tensor in (rendered.rgb, batch.colour)]
+            loss = loss + fine.lpips_weight * perceptual(*as_images).mean()
+        sync()
         forward = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        _sync(torch, device)
-        done = time.perf_counter()
-        losses.append(float(loss))
-        if step >= warmup:
-            times["data"].append(drawn - started)
+        sync()
+        if step >= 2:
+            times["data"].append(drawn - begun)
             times["forward"].append(forward - drawn)
-            times["backward_step"].append(done - forward)
+            times["backward_step"].append(time.perf_counter() - forward)
     step_s = float(np.mean(np.sum([times[name] for name in times], axis=0)))
-    grid = config.field.hash_grid
-    return {
-        "phase": "train-paper-scale" if paper_scale else "train",
-        "levels": grid.levels, "finest_resolution": grid.finest_resolution,
-        "rays_per_step": per_frame * frames_per_step, "samples_per_ray": config.field.samples_per_ray,
-        "iterations_timed": iterations,
-        "step_s": round(step_s, 4),
-        "iterations_per_s": round(1.0 / step_s, 3),
-        "rays_per_s": round(per_frame * frames_per_step / step_s),
-        "breakdown_s": {name: round(float(np.mean(values)), 4) for name, values in times.items()},
-        "loss_first_last": [round(losses[0], 4), round(losses[-1], 4)],
-        "parameters": sum(parameter.numel() for parameter in head.parameters()),
-    } | _memory(torch, device)
+    rays = len(batch.colour)
+    phase = ("train" if stage == "coarse" else "fine") + ("-paper-scale" if paper_scale else "")
+    return {"phase": phase, "levels": config.field.hash_grid.levels, "lpips": perceptual is not None,
+            "rays_per_step": rays, "samples_per_ray": config.field.samples_per_ray,
+            "step_s": round(step_s, 4), "steps_per_s": round(1 / step_s, 2), "rays_per_s": round(rays / step_s),
+            "breakdown_s": {name: round(float(np.mean(values)), 4) for name, values in times.items()}}
 
 
-def _trained_setup(torch, model: Path):
-    """The trained head, its subject's first training frame as a condition, and its audio features."""
-    from damc_core.nerf.data import FrameAudio, load_subject_audio
-    from damc_core.nerf.model import FrameCondition
-    from damc_core.render import load_trained_head
-
-    trained = load_trained_head(model)
-    head = trained.head
-    features = Path(__file__).resolve().parent.parent / "data" / "features" / model.name
-    try:  # the features cover the whole video: face_prep's frame count
-        n_frames = json.loads((Path(trained.meta["subject_dir"]) / "meta.json").read_text(encoding="utf-8"))["frames"]
-    except (FileNotFoundError, KeyError):
-        n_frames = int(trained.train.frame_ids.max()) + 1
-    try:
-        audio, _ = load_subject_audio(features, n_frames, trained.encoder)
-        audio_source = f"{features} (the subject's own features)"
-    except (FileNotFoundError, ValueError):
-        generator = torch.Generator().manual_seed(0)
-        audio = FrameAudio(torch.randn(n_frames, trained.meta["content_dim"], generator=generator),
-                           torch.randn(n_frames, trained.meta["dynamic_dim"], generator=generator))
-        audio_source = "random features (the subject's audio_features folder is missing)"
-    with torch.no_grad():
-        condition = head.audio_condition(audio, torch.as_tensor(trained.train.frame_ids[:1]))[0]
-    frame = FrameCondition(trained.train.camera_to_world[0], condition, float(trained.train.blink[0]),
-                           head.field.latents[0].detach(), trained.train.backgrounds[0])
-    return head, trained.camera, frame, audio, {"model": str(model), "audio": audio_source}
-
-
-def _random_setup(torch):
-    from damc_core.nerf.model import FrameCondition, TalkingHead
-
-    params = _params()
-    torch.manual_seed(0)
-    head = TalkingHead(64, params.sync_encoder.dim, params.fusion, params.nerf_coarse.field, SYNTHETIC_FRAMES)
-    head.eval().requires_grad_(False)
-    inputs = synthetic_inputs(torch, 256, 64, params.sync_encoder.dim)
-    with torch.no_grad():
-        condition = head.audio_condition(inputs.audio, torch.tensor([0]))[0]
-    frame = FrameCondition(inputs.train.camera_to_world[0], condition, 0.0, head.field.mean_latent(),
-                           inputs.train.backgrounds[0])
-    return head, inputs.camera, frame, inputs.audio, {"model": "random init (no --model)", "audio": "random features"}
-
-
-def _scaled(torch, camera, frame, size: int):
-    """The same view at size x size: focal and principal point scaled, background resized (nearest)."""
+def scaled(camera, conditions: list, scale: int):
+    """The camera and frame conditions at `scale` times the resolution (the background repeated per pixel)."""
     from damc_core.nerf.data import Camera
 
-    scale = size / camera.width
-    scaled = Camera(camera.focal * scale, camera.cx * scale, camera.cy * scale, size, round(camera.height * scale))
-    background = torch.nn.functional.interpolate(frame.background.permute(2, 0, 1)[None].float(),
-                                                 size=(scaled.height, scaled.width), mode="nearest")
-    return scaled, replace(frame, background=background[0].permute(1, 2, 0).round().to(torch.uint8))
+    camera = Camera(camera.focal * scale, camera.cx * scale, camera.cy * scale, camera.width * scale,
+                    camera.height * scale)
+    conditions = [replace(condition, background=condition.background.repeat_interleave(scale, 0)
+                          .repeat_interleave(scale, 1)) for condition in conditions]
+    return camera, conditions
 
 
-def _all_occupied(torch, device: str, head, camera, frame, occupancy, rays_per_chunk: int, count: int) -> dict:
-    """Rendering rate with every cell occupied (the work of a head whose box is all density), on the `count` rays
-    through the middle rows of the head's rectangle, extrapolated to the whole frame."""
-    from damc_core.nerf.model import frame_rays, head_rect
-    from damc_core.nerf.occupancy import OccupancyGrid
-    from damc_core.nerf.rays import pixel_grid
+def run_render(torch, device: str, frames: int, scale: int = 1) -> dict:
+    """Render the sample's validation frames with a head trained at the current settings (data/nerf_fine/sample),
+    at the sample's 256x256 or `scale` times that."""
+    from damc_core.nerf.bundle import load_head
+    from damc_core.nerf.model import audio_occupancy, render_frame
+    from damc_core.nerf.validation import split_conditions
 
-    full = OccupancyGrid(torch.ones_like(occupancy.occupied), occupancy.box_min, occupancy.box_max)
-    pixels = pixel_grid(head_rect(head, camera, frame.camera_to_world))
-    start = max((len(pixels) - count) // 2, 0)
-    pixels = pixels[start:start + count]
-    rays = frame_rays(camera, frame, pixels, frame.background[pixels[:, 1], pixels[:, 0]].float() / 255.0)
-    _sync(torch, device)
-    started = time.perf_counter()
-    for first in range(0, len(rays), rays_per_chunk):
-        head.render_rays_fast(rays.chunk(first, first + rays_per_chunk), full)
-    _sync(torch, device)
-    rays_per_s = len(rays) / (time.perf_counter() - started)
-    col0, row0, col1, row1 = head_rect(head, camera, frame.camera_to_world)
-    return {"all_occupied_rays_timed": len(rays), "all_occupied_rays_per_s": round(rays_per_s),
-            "all_occupied_s_per_frame_extrapolated": round((col1 - col0) * (row1 - row0) / rays_per_s, 3)}
-
-
-def run_render(
-    torch, device: str, size: int, model: Path | None, frames: int, rays_per_chunk: int, upper_bound_rays: int
-) -> dict:
-    """Time the occupancy grid and render_frame at size x size."""
-    from damc_core.nerf.model import audio_occupancy, head_rect, render_frame
-
-    with torch.device("cpu"):  # built on the CPU (as the render command does), then moved
-        head, camera, frame, audio, source = _trained_setup(torch, model) if model else _random_setup(torch)
-        camera, frame = _scaled(torch, camera, frame, size)
-    head = head.to(device)
-    frame = replace(frame, **{name: value.to(device) for name, value in vars(frame).items() if hasattr(value, "to")})
-    audio = replace(audio, content=audio.content.to(device), dynamic=audio.dynamic.to(device))
-    _sync(torch, device)
-    started = time.perf_counter()
-    occupancy = audio_occupancy(head, audio)
-    _sync(torch, device)
-    occupancy_s = time.perf_counter() - started
-    col0, row0, col1, row1 = head_rect(head, camera, frame.camera_to_world)
-    result = {
-        "phase": f"render-{size}", "size": f"{camera.width}x{camera.height}", **source,
-        "occupancy_build_s": round(occupancy_s, 3), "occupied_fraction": round(occupancy.fraction, 4),
-        "rays_per_frame": (col1 - col0) * (row1 - row0), "rays_per_chunk": rays_per_chunk,
-    }
-    started = time.perf_counter()
-    for _ in range(frames):  # no warm-up frame: building the grid already ran the field
-        image = render_frame(head, camera, frame, rays_per_chunk, occupancy)
-    _sync(torch, device)
-    seconds = (time.perf_counter() - started) / frames
-    result |= {"s_per_frame": round(seconds, 4), "fps": round(1.0 / seconds, 3),
-               "image_mean": round(float(image.float().mean()), 2)}
-    if model is None:
-        result |= _all_occupied(torch, device, head, camera, frame, occupancy, rays_per_chunk, upper_bound_rays)
-    return result | _memory(torch, device)
+    model = ROOT / "data/nerf_fine/sample"
+    if not (model / "head.pt").exists():
+        sys.exit(f"benchmarks/nerf.py: {model / 'head.pt'} is missing: run `dvc repro nerf_fine` first")
+    head, _, _ = load_head(model, device)
+    inputs = _inputs(device)
+    params = _params()
+    begun = time.perf_counter()
+    occupancy = audio_occupancy(head, inputs.audio)
+    occupancy_s = time.perf_counter() - begun
+    conditions = split_conditions(head, inputs.val, inputs.audio, np.arange(min(frames, len(inputs.val))))
+    camera, conditions = scaled(inputs.camera, conditions, scale)
+    render_frame(head, camera, conditions[0], params.render.rays_per_chunk, occupancy)  # warm-up
+    if device == "cuda":
+        torch.cuda.synchronize()
+    begun = time.perf_counter()
+    for condition in conditions:
+        render_frame(head, camera, condition, params.render.rays_per_chunk, occupancy)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    seconds = (time.perf_counter() - begun) / len(conditions)
+    return {"phase": f"render-{camera.width}", "frames": len(conditions), "s_per_frame": round(seconds, 4),
+            "fps": round(1 / seconds, 2), "occupancy_build_s": round(occupancy_s, 2),
+            "occupied_fraction": round(occupancy.fraction, 3)}
 
 
 def run_one(phase: str, args: argparse.Namespace) -> dict:
-    torch = _torch(args.threads, args.device)
-    if phase in ("train", "train-paper-scale"):
-        paper = phase == "train-paper-scale"
-        return run_train(torch, args.device, paper, args.paper_iters if paper else args.train_iters,
-                         1 if paper else 2)
-    size = int(phase.removeprefix("render-"))
-    return run_render(torch, args.device, size, args.model, args.render_frames, args.rays_per_chunk,
-                      args.upper_bound_rays)
+    torch = _torch(args.threads)
+    if phase.startswith("convergence-"):
+        result = run_convergence(torch, args.device, phase.removeprefix("convergence-"), args.eval_frames)
+    elif phase.startswith(("train", "fine")):
+        result = run_train(torch, args.device, phase.endswith("-paper-scale"), args.train_iters,
+                           "fine" if phase.startswith("fine") else "coarse")
+    else:
+        result = run_render(torch, args.device, args.render_frames, 2 if phase == "render-512" else 1)
+    peak_gpu = round(torch.cuda.max_memory_allocated() / 2**20) if args.device == "cuda" else None
+    return result | {"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+                     "peak_gpu_mb": peak_gpu}
+
+
+def print_convergence(results: dict[str, dict]) -> None:
+    """The two runs' PSNR-against-time rows side by side."""
+    names = [name for name in ("previous", "current") if name in results]
+    print("\nvalidation PSNR (dB) against training wall time (s, evaluations excluded):")
+    print("".join(f"{name + ' (' + str(results[name]['samples_per_ray']) + ' samples/ray)':<40}" for name in names))
+    rows = max(len(results[name]["points"]) for name in names)
+    for row in range(rows):
+        cells = []
+        for name in names:
+            points = results[name]["points"]
+            point = points[row] if row < len(points) else None
+            cells.append(f"step {point['step']:>5}  {point['train_s']:>6.1f} s  {point['val_psnr']:>6.2f} dB"
+                         if point else "")
+        print("".join(f"{cell:<40}" for cell in cells))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--model", type=Path, help="a trained head (e.g. data/nerf_fine/sample); default: random init")
-    parser.add_argument("--paper-scale", action="store_true",
-                        help="also time training at levels 14 and 65536 rays per step")
-    parser.add_argument("--train-iters", type=int, default=10, help="timed training steps (after 2 warm-up)")
-    parser.add_argument("--paper-iters", type=int, default=2, help="timed paper-scale steps (after 1 warm-up)")
-    parser.add_argument("--render-frames", type=int, default=2, help="timed frames per size")
-    parser.add_argument("--upper-bound-rays", type=int, default=16384,
-                        help="rays timed with every cell occupied (random-init head only)")
-    parser.add_argument("--rays-per-chunk", type=int, help="default: params.yaml render.rays_per_chunk")
-    parser.add_argument("--phases", nargs="+", help="subset of: train train-paper-scale render-256 render-512")
+    parser.add_argument("--phases", nargs="+", choices=("convergence", "train", "render"),
+                        default=["convergence", "train", "render"])
+    parser.add_argument("--paper-scale", action="store_true", help="also time a step at the paper's scale")
+    parser.add_argument("--eval-frames", type=int, default=8, help="validation frames per PSNR measurement")
+    parser.add_argument("--train-iters", type=int, default=30, help="timed training steps (after 2 warm-up)")
+    parser.add_argument("--render-frames", type=int, default=24, help="timed validation frames")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.rays_per_chunk is None:
-        args.rays_per_chunk = _params().render.rays_per_chunk
-    if args.model is not None and not (args.model / "head.pt").exists():
-        sys.exit(f"benchmarks/nerf.py: {args.model / 'head.pt'} is missing; omit --model for a random-init head")
     if args.one:
         print(json.dumps(run_one(args.one, args)))
         return
-    phases = args.phases or ["train", *(["train-paper-scale"] if args.paper_scale else []),
-                             *(f"render-{size}" for size in SIZES)]
     import torch
 
-    print(f"torch {torch.__version__}, threads {args.threads} (of {torch.get_num_threads()} default), "
-          f"device {args.device}, head for rendering: {args.model or 'random init'}")
-    forwarded = ["--threads", str(args.threads), "--device", args.device, "--train-iters", str(args.train_iters),
-                 "--paper-iters", str(args.paper_iters), "--render-frames", str(args.render_frames),
-                 "--rays-per-chunk", str(args.rays_per_chunk), "--upper-bound-rays", str(args.upper_bound_rays),
-                 *(["--model", str(args.model)] if args.model else [])]
+    print(f"torch {torch.__version__}, {args.threads} threads, device {args.device}")
+    phases = [*(["convergence-previous", "convergence-current"] if "convergence" in args.phases else []),
+              *(["train"] if "train" in args.phases else []),
+              *(["train-paper-scale", "fine-paper-scale"] if args.paper_scale else []),
+              *(["render"] if "render" in args.phases else []), *(["render-512"] if args.paper_scale else [])]
+    forwarded = ["--threads", str(args.threads), "--device", args.device, "--eval-frames", str(args.eval_frames),
+                 "--train-iters", str(args.train_iters), "--render-frames", str(args.render_frames)]
+    convergence = {}
     for phase in phases:
-        started = time.perf_counter()
+        begun = time.perf_counter()
         result = subprocess.run([sys.executable, __file__, "--one", phase, *forwarded], capture_output=True,
                                 text=True)
         if result.returncode != 0:
             print(f"{phase}: FAILED (exit {result.returncode})\n{result.stderr.strip()[-3000:]}")
             continue
-        print(result.stdout.strip().splitlines()[-1])
-        print(f"  ({phase}: {time.perf_counter() - started:.1f} s wall, subprocess included)")
+        report = json.loads(result.stdout.strip().splitlines()[-1])
+        print(json.dumps(report))
+        print(f"  ({phase}: {time.perf_counter() - begun:.1f} s wall, subprocess included)")
+        if phase.startswith("convergence-"):
+            convergence[phase.removeprefix("convergence-")] = report
+    if convergence:
+        print_convergence(convergence)
 
 
 if __name__ == "__main__":

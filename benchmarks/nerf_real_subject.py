@@ -2,7 +2,8 @@
 (prints figures and step timings; writes only into --work).
 
 Usage: python benchmarks/nerf_real_subject.py [--video ../shared/data/subjects/May_5s.mp4] [--work /tmp/damc_may]
-                                              [--steps 300] [--encoder data/sync_encoder] [--reuse]
+                                              [--steps 2400] [--encoder data/sync_encoder] [--reuse]
+                                              [--picture reports/nerf_real_subject/May_5s.png]
 
 Steps, all in --work: face preparation (params.yaml face_prep with val_fraction 0.2: the first 80% of the frames
 train, the last 20% are held out), audio features (params.yaml audio_features, as stages/audio_features.py), the
@@ -29,6 +30,7 @@ import argparse
 import json
 import math
 import resource
+import shutil
 import sys
 import time
 from dataclasses import replace
@@ -67,12 +69,16 @@ def _audio_features(video: Path, out_dir: Path, params) -> dict:
             "warnings": list(summary.warnings)}
 
 
-def coarse_config(params, steps: int):
-    """params.yaml's nerf_coarse with `steps` steps and a finest hash-grid resolution of 512 (512x512 video)."""
+def coarse_config(params, steps: int, samples_per_ray: int | None, box: tuple | None):
+    """params.yaml's nerf_coarse with `steps` steps, a finest hash-grid resolution of 512 (512x512 video), and the
+    given samples per ray and box (box_min + box_max) where set."""
     config = params.nerf_coarse
-    grid = replace(config.field.hash_grid, finest_resolution=512)
-    return replace(config, field=replace(config.field, hash_grid=grid),
-                   training=replace(config.training, steps=steps))
+    field = replace(config.field, hash_grid=replace(config.field.hash_grid, finest_resolution=512))
+    if samples_per_ray:
+        field = replace(field, samples_per_ray=samples_per_ray)
+    if box:
+        field = replace(field, box_min=tuple(box[:3]), box_max=tuple(box[3:]))
+    return replace(config, field=field, training=replace(config.training, steps=steps))
 
 
 def _rotation_angle_deg(a: np.ndarray, b: np.ndarray) -> float:
@@ -80,96 +86,46 @@ def _rotation_angle_deg(a: np.ndarray, b: np.ndarray) -> float:
     return math.degrees(math.acos(float(np.clip(cosine, -1.0, 1.0))))
 
 
-def nearest_pose(train_poses, val_poses, camera, box) -> tuple[np.ndarray, np.ndarray]:
-    """For each held-out pose, the position of the training pose whose projection of the head box's corners and
-    centre lies nearest (mean pixel distance), and that distance."""
-    import torch
+def _box_psnr(frames: np.ndarray, truth: np.ndarray, rects: np.ndarray) -> float:
+    """Mean PSNR inside each frame's rect (col0, row0, col1, row1)."""
+    from damc_core.metrics.image import psnr_per_frame
 
-    from damc_core.nerf.rays import box_corners, project_points
-
-    corners = box_corners(*box)
-    points = torch.cat([corners, corners.mean(dim=0, keepdim=True)])
-
-    def project(pose):
-        return project_points(points, pose.double(), camera.focal, camera.cx, camera.cy)
-
-    train = torch.stack([project(pose) for pose in train_poses])  # (n_train, 9, 2)
-    val = torch.stack([project(pose) for pose in val_poses])  # (n_val, 9, 2)
-    distances = (val[:, None] - train[None]).norm(dim=-1).mean(dim=-1)  # (n_val, n_train)
-    best = distances.argmin(dim=1)
-    return best.numpy(), distances[torch.arange(len(val)), best].numpy()
-
-
-def _psnr_pair(psnr, frame_mse, image, target, rect) -> tuple[float, float]:
-    """Full-frame PSNR and PSNR inside rect (col0, row0, col1, row1)."""
-    col0, row0, col1, row1 = (int(value) for value in rect)
-    image, target = np.asarray(image), np.asarray(target)
-    return (psnr(frame_mse(image, target)),
-            psnr(frame_mse(image[row0:row1, col0:col1], target[row0:row1, col0:col1])))
+    return float(np.mean([psnr_per_frame(np.ascontiguousarray(frame[None, r0:r1, c0:c1]),
+                                         np.ascontiguousarray(target[None, r0:r1, c0:c1]))[0]
+                          for frame, target, (c0, r0, c1, r1) in zip(frames, truth, rects, strict=True)]))
 
 
 def evaluate(model_dir: Path, inputs, params, work: Path, tag: str) -> dict:
-    """Render every held-out frame and score it and the baselines."""
-
-    from damc_core.nerf.model import audio_occupancy, render_frame
-    from damc_core.nerf.train import frame_mse, load_head, psnr, split_conditions
+    """Render every held-out frame (damc_core.nerf.validation, as the render stage does) and score it and the
+    baselines: the validation report's three, the best training frame per held-out frame (oracle) and the held-out
+    frame's own torso over the plate with no head."""
+    from damc_core.metrics.image import psnr_per_frame
+    from damc_core.nerf.bundle import load_head
+    from damc_core.nerf.validation import baseline_frames, nearest_poses, render_split
 
     head, _, _ = load_head(model_dir)
     val, train, camera = inputs.val, inputs.train, inputs.camera
-    positions = np.arange(len(val))
     started = time.perf_counter()
-    occupancy = audio_occupancy(head, inputs.audio)
-    occupancy_s = time.perf_counter() - started
-    started = time.perf_counter()
-    rendered = [render_frame(head, camera, condition, params.render.rays_per_chunk, occupancy).numpy()
-                for condition in split_conditions(head, val, inputs.audio, positions)]
+    rendered = render_split(head, camera, val, inputs.audio, params.render.rays_per_chunk)
     render_s = time.perf_counter() - started
-
-    truth = val.images.numpy()
-    train_images = train.images.numpy()
-    nearest, displacement = nearest_pose(train.camera_to_world, val.camera_to_world, camera, head.box)
-    methods = {name: [] for name in ("render", "nearest_pose", "last_train", "best_train_oracle", "background_only")}
-    chosen = []
-    for index in positions:
-        rect = val.face_rects[index]
-        target = truth[index]
-        all_train = [psnr(frame_mse(image, target)) for image in train_images]
-        best = int(np.argmax(all_train))
-        candidates = {
-            "render": rendered[index],
-            "nearest_pose": train_images[nearest[index]],
-            "last_train": train_images[-1],
-            "best_train_oracle": train_images[best],
-            "background_only": val.backgrounds[index].numpy(),
-        }
-        for name, image in candidates.items():
-            methods[name].append(_psnr_pair(psnr, frame_mse, image, target, rect))
-        pose_v = val.camera_to_world[index].double().numpy()
-        pose_t = train.camera_to_world[nearest[index]].double().numpy()
-        chosen.append({
-            "val_frame": int(val.frame_ids[index]),
-            "nearest_pose_train_frame": int(train.frame_ids[nearest[index]]),
-            "nearest_pose_displacement_px": round(float(displacement[index]), 2),
-            "nearest_pose_rotation_deg": round(_rotation_angle_deg(pose_v, pose_t), 3),
-            "nearest_pose_translation_dm": round(float(np.linalg.norm(pose_v[:3, 3] - pose_t[:3, 3])), 4),
-            "best_train_frame": int(train.frame_ids[best]),
-            **{f"psnr_{name}": round(scores[-1][0], 3) for name, scores in methods.items()},
-        })
-    _save_comparison(work / f"compare_{tag}.png", truth, rendered, train_images[nearest], positions)
-    summary = {
-        name: {"psnr_full_frame": float(np.mean([pair[0] for pair in scores])),
-               "psnr_face_box": float(np.mean([pair[1] for pair in scores]))}
-        for name, scores in methods.items()
-    }
+    truth, train_images = val.images.numpy(), train.images.numpy()
+    oracle = np.array([int(np.argmax(psnr_per_frame(train_images, np.broadcast_to(target, train_images.shape))))
+                       for target in truth])
+    candidates = {"render": rendered} | baseline_frames(train, val, camera, head.box) | {
+        "best_training_frame_oracle": train_images[oracle], "background_only": val.backgrounds.numpy()}
+    summary = {name: {"psnr_full_frame": float(np.mean(psnr_per_frame(np.ascontiguousarray(frames), truth))),
+                      "psnr_face_box": _box_psnr(frames, truth, val.face_rects)}
+               for name, frames in candidates.items()}
+    nearest, displacement = nearest_poses(train.camera_to_world, val.camera_to_world, camera, head.box)
+    _save_comparison(work / f"compare_{tag}.png", truth, rendered, train_images[nearest], np.arange(len(val)))
     last_pose = train.camera_to_world[-1].double().numpy()
     return {
         "val_frames": len(val), "train_frames": len(train), "size": f"{camera.width}x{camera.height}",
-        "occupied_fraction": occupancy.fraction, "occupancy_build_s": occupancy_s,
         "render_s_per_frame": render_s / len(val),
         "mean_nearest_pose_displacement_px": float(displacement.mean()),
-        "mean_last_train_rotation_deg": float(np.mean([_rotation_angle_deg(val.camera_to_world[i].double().numpy(),
-                                                                          last_pose) for i in positions])),
-        "summary": summary, "per_frame": chosen,
+        "mean_last_train_rotation_deg": float(np.mean([_rotation_angle_deg(pose.double().numpy(), last_pose)
+                                                       for pose in val.camera_to_world])),
+        "summary": summary,
     }
 
 
@@ -190,8 +146,14 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/damc_may"), help="every output goes here")
     parser.add_argument("--encoder", type=Path, default=ROOT / "data" / "sync_encoder",
                         help="sync_encoder's output folder (E_d)")
-    parser.add_argument("--steps", type=int, default=300, help="nerf_coarse steps (params.yaml: 300)")
+    parser.add_argument("--steps", type=int, default=2400,
+                        help="nerf_coarse steps (default 2400: about the wall time 300 steps took before the 2-sample "
+                             "field; params.yaml's sample: 3600)")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
+    parser.add_argument("--samples-per-ray", type=int, help="default: params.yaml's")
+    parser.add_argument("--box", type=float, nargs=6, metavar=("X0", "Y0", "Z0", "X1", "Y1", "Z1"),
+                        help="the head's box (decimetres, face template frame); default: params.yaml's")
+    parser.add_argument("--picture", type=Path, help="also write the comparison picture here (e.g. under reports/)")
     parser.add_argument("--reuse", action="store_true",
                         help="keep face preparation and audio features already in --work")
     args = parser.parse_args()
@@ -237,7 +199,7 @@ def main() -> None:
     inputs = load_inputs(face_dir, features_dir, args.encoder)
     timings["load_inputs_s"] = time.perf_counter() - started
 
-    config = coarse_config(params, args.steps)
+    config = coarse_config(params, args.steps, args.samples_per_ray, args.box)
     report["nerf_coarse"] = to_dict(config)
     tag = f"{args.steps}steps"
     model_dir = args.work / f"nerf_coarse_{tag}"
@@ -247,9 +209,8 @@ def main() -> None:
         metrics = train_coarse(config, params.fusion, inputs, folders, context)
     timings["train_s"] = time.perf_counter() - started
     report["train_metrics"] = metrics
-    # train_coarse builds the head on the CPU and never moves it to context.device.
-    print(f"nerf_coarse ({args.steps} steps, finest_resolution 512, {config.rays.rays_per_step} rays/step, on the "
-          f"CPU): "
+    print(f"nerf_coarse ({args.steps} steps, finest_resolution 512, {config.rays.rays_per_step} rays/step, on "
+          f"{context.device}): "
           + ", ".join(f"{name} {value:.3f}" for name, value in metrics.items())
           + f" ({timings['train_s']:.1f} s, {timings['train_s'] / args.steps:.2f} s/step incl. 2 eval renders per "
             f"{config.training.eval_every} steps)")
@@ -263,11 +224,12 @@ def main() -> None:
 
     evaluation = report["evaluation"]
     print(f"\nheld-out frames: {evaluation['val_frames']} ({evaluation['size']}), trained on "
-          f"{evaluation['train_frames']}; occupied {evaluation['occupied_fraction']:.3f} of the box, "
-          f"{evaluation['render_s_per_frame']:.2f} s/frame to render")
+          f"{evaluation['train_frames']}; {evaluation['render_s_per_frame']:.2f} s/frame to render")
     print(f"{'method':<34}{'PSNR full frame':>16}{'PSNR face box':>15}")
-    labels = {"render": f"NeRF render ({args.steps} steps)", "nearest_pose": "nearest-pose training frame",
-              "last_train": "last training frame", "best_train_oracle": "best training frame (oracle)",
+    labels = {"render": f"NeRF render ({args.steps} steps)",
+              "nearest_pose_training_frame": "nearest-pose training frame",
+              "last_training_frame": "last training frame", "mean_training_frame": "mean training frame",
+              "best_training_frame_oracle": "best training frame (oracle)",
               "background_only": "background only (torso + plate)"}
     for name, label in labels.items():
         scores = evaluation["summary"][name]
@@ -276,6 +238,9 @@ def main() -> None:
           f"last training frame: mean {evaluation['mean_last_train_rotation_deg']:.2f} deg rotation away")
     print("timings: " + ", ".join(f"{name} {value:.1f}" for name, value in report["timings_s"].items())
           + f"; peak RSS {report['peak_rss_mb']} MB")
+    if args.picture:
+        args.picture.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(args.work / f"compare_{tag}.png", args.picture)
     out = args.work / f"report_{tag}.json"
     out.write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
     print(f"wrote {out} and {args.work / f'compare_{tag}.png'} (rows: ground truth | render | nearest-pose frame)")

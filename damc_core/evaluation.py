@@ -13,6 +13,7 @@ import torch
 
 from damc_core.audio.mel import log_mel_windows
 from damc_core.metrics.image import (
+    STILL_FRAME_BASELINES,
     FidUnavailable,
     detect_landmarks,
     fid_features,
@@ -21,6 +22,7 @@ from damc_core.metrics.image import (
     load_fid_inception,
     lpips_per_frame,
     psnr_per_frame,
+    still_frame_baselines,
 )
 from damc_core.metrics.lpips import MissingWeightsError, load_lpips
 from damc_core.metrics.sync import (
@@ -36,6 +38,7 @@ from damc_core.sync.data import face_boxes, lower_face
 from damc_core.sync.models import SyncExpert
 
 PSNR_BACKEND = "full frame in [0, 1], -10 log10(MSE), mean over frames (damc_core.metrics.image; capped at 100 dB)"
+BASELINE_BACKEND = "PSNR as above of a trivial head that shows {} in place of every rendered frame"
 LMD_BACKEND = "mouth landmarks 48-67, each set mean-centred, mean L2 in pixels, mean over frames; landmarks: {}"
 LPIPS_BACKEND = "LPIPS v0.1 AlexNet, inputs in [-1, 1], full frame, mean over frames (damc_core.metrics.lpips); {}"
 FID_BACKEND = "Frechet distance of pytorch-fid InceptionV3 pool features, all GT vs all rendered frames; {}"
@@ -101,11 +104,12 @@ def _mean_or_reason(values: np.ndarray, backend: str, what: str) -> Metric:
 
 
 def evaluate_validation(
-    rendered: np.ndarray, truth: np.ndarray, audio: np.ndarray, config: EvaluateConfig, backends: Backends
+    rendered: np.ndarray, truth: np.ndarray, train: np.ndarray, audio: np.ndarray, config: EvaluateConfig,
+    backends: Backends,
 ) -> tuple[dict[str, Metric], dict[str, Metric], dict[str, np.ndarray]]:
-    """All metrics of rendered validation frames against the ground truth (T, H, W, 3) uint8, with their audio; the
-    sync metrics of the ground-truth frames themselves (what a perfect head would score); and the per-frame values
-    (psnr, lmd, lpips) for plots."""
+    """All metrics of rendered validation frames against the ground truth (T, H, W, 3) uint8, with their audio, and
+    the PSNR of the still-frame baselines made from the `train` frames; the sync metrics of the ground-truth frames
+    themselves (what a perfect head would score); and the per-frame values (psnr, lmd, lpips) for plots."""
     psnr = psnr_per_frame(rendered, truth)
     landmarks_rendered = detect_landmarks(rendered, config.landmarks)
     landmarks_truth = detect_landmarks(truth, config.landmarks)
@@ -113,6 +117,9 @@ def evaluate_validation(
     per_frame = {"psnr": psnr, "lmd": lmd}
     metrics = {
         "psnr": Metric(float(psnr.mean()), None, PSNR_BACKEND),
+        **{f"psnr_{name}": Metric(float(psnr_per_frame(frames, truth).mean()), None,
+                                  BASELINE_BACKEND.format(STILL_FRAME_BASELINES[name]))
+           for name, frames in still_frame_baselines(train, len(truth)).items()},
         "lmd": _mean_or_reason(lmd, LMD_BACKEND.format(config.landmarks), "both faces were found"),
     }
     lpips_backend = LPIPS_BACKEND.format(f"backbone {config.lpips.backbone}, heads {config.lpips.linear_heads}")

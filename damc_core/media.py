@@ -15,7 +15,6 @@ from typing import IO, Any
 
 import numpy as np
 import soundfile
-from scipy.signal import resample_poly
 
 from damc_core.staging import staged_file
 from damc_core.tools import ToolError, ToolNotFoundError, open_tool_pipe, run_tool
@@ -157,6 +156,8 @@ def resample(audio: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
     """Polyphase resampling of 1-D audio between integer sample rates."""
     _check_positive("from_rate", from_rate)
     _check_positive("to_rate", to_rate)
+    from scipy.signal import resample_poly  # here, not at import: scipy.signal costs every stage ~0.4 s to load
+
     divisor = math.gcd(from_rate, to_rate)
     return resample_poly(audio, to_rate // divisor, from_rate // divisor)
 

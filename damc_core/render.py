@@ -29,10 +29,11 @@ from damc_core.media import AUDIO_SAMPLE_RATE, VIDEO_FPS, MediaError, read_audio
 from damc_core.nerf.data import Camera, FrameAudio, SubjectSplit, frame_audio, load_split
 from damc_core.nerf.model import FrameCondition, TalkingHead, audio_occupancy, render_frame
 from damc_core.nerf.occupancy import OccupancyGrid
-from damc_core.nerf.train import load_head
+from damc_core.nerf.bundle import load_head
 from damc_core.params import AudioFeaturesConfig, RenderConfig, TTSConfig
 from damc_core.sync.models import DynamicSyncEncoder
 from damc_core.tools import ToolError
+from damc_core.devices import resolve_device
 from damc_core.tts.speecht5 import TTSModelUnavailable
 
 CONTENT_OUTPUTS = {"ctc_logits": "logits", "pinyin_posteriors": "logits", "hidden_states": "hidden_states"}
@@ -55,16 +56,17 @@ class TrainedHead:
     """The training frames, whose poses, torsos and latent codes are replayed."""
 
 
-def load_trained_head(model_dir: Path, subject_dir: Path | None = None) -> TrainedHead:
+def load_trained_head(model_dir: Path, subject_dir: Path | None = None,
+                      device: torch.device | str = "cpu") -> TrainedHead:
     """Load a nerf_coarse/nerf_fine folder and the training frames of its subject (`subject_dir` overrides the
-    face_prep folder recorded at training time)."""
-    head, encoder, meta = load_head(model_dir)
+    face_prep folder recorded at training time) onto `device`."""
+    head, encoder, meta = load_head(model_dir, device)
     subject = Path(subject_dir or meta["subject_dir"])
     camera, train = load_split(subject, "train")
     if train.frame_ids.tolist() != meta["train_frame_ids"]:
         raise ValueError(f"{subject} does not hold the training frames {model_dir} was trained on; pass the right "
                          f"face_prep folder with --subject")
-    return TrainedHead(head, encoder, meta, camera, train)
+    return TrainedHead(head, encoder, meta, camera, train.to(device))
 
 
 def driving_features(trained: TrainedHead, audio: np.ndarray, config: AudioFeaturesConfig) -> FrameAudio:
@@ -72,6 +74,8 @@ def driving_features(trained: TrainedHead, audio: np.ndarray, config: AudioFeatu
     content_meta = trained.meta["content_features"]
     n_frames = frames_for_samples(len(audio))
     encoder = load_content_encoder(_content_encoder_name(content_meta), content_meta["language"])
+    if not encoder.stand_in:  # the stand-in runs in double precision on the CPU, where its bytes are reproducible
+        encoder.model.to(next(trained.encoder.parameters()).device)
     content = content_features(encoder, audio, n_frames, content_meta["language"],
                                CONTENT_OUTPUTS[content_meta["representation"]], config.chunk_s, config.context_s)
     if content.values.shape[2] != content_meta["dim"]:
@@ -109,14 +113,15 @@ def replayed_conditions(trained: TrainedHead, audio: FrameAudio, smoothing_frame
     """One condition per frame of `audio`: its audio condition, and the pose, blink, latent code and torso of the
     training frame replayed at that time."""
     order = replay_order(len(trained.train), len(audio))
-    poses = smooth_poses(trained.train.camera_to_world.double().numpy()[order], smoothing_frames)
+    poses = smooth_poses(trained.train.camera_to_world.double().cpu().numpy()[order], smoothing_frames)
+    device = audio.content.device
     for start in range(0, len(audio), 64):
-        frames = torch.arange(start, min(start + 64, len(audio)))
+        frames = torch.arange(start, min(start + 64, len(audio)), device=device)
         with torch.no_grad():
             conditions = trained.head.audio_condition(audio, frames)
         for row, frame in enumerate(frames.tolist()):
             source = int(order[frame])
-            yield FrameCondition(torch.from_numpy(poses[frame]).float(), conditions[row],
+            yield FrameCondition(torch.from_numpy(poses[frame]).float().to(device), conditions[row],
                                  float(trained.train.blink[source]), trained.head.field.latents[source].detach(),
                                  trained.train.backgrounds[source])
 
@@ -127,7 +132,7 @@ def render_conditions(
 ) -> Iterator[np.ndarray]:
     """`total` rendered uint8 frames, with a progress bar."""
     for condition in tqdm(conditions, total=total, desc=desc, unit="frame", mininterval=5.0, leave=False):
-        yield render_frame(trained.head, trained.camera, condition, config.rays_per_chunk, occupancy).numpy()
+        yield render_frame(trained.head, trained.camera, condition, config.rays_per_chunk, occupancy).cpu().numpy()
 
 
 def drive(
@@ -168,13 +173,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("-o", "--output", type=Path, required=True, help="the mp4 to write")
     parser.add_argument("--subject", type=Path, help="the subject's face_prep folder, if it moved since training")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"),
-                        help="sections render, tts and audio_features are read (default params.yaml)")
+                        help="device and sections render, tts and audio_features are read (default params.yaml)")
     args = parser.parse_args(argv)
     if args.output.suffix.lower() != ".mp4":
         parser.error(f"--output must end in .mp4, got {args.output}")
     try:
         params = load_params(args.params)
-        trained = load_trained_head(args.model, args.subject)
+        trained = load_trained_head(args.model, args.subject, resolve_device(params.device))
         audio = read_audio(args.audio) if args.audio else speech_from_text(args.text, args.language, params.tts)
         source = str(args.audio) if args.audio else f"speech of --text {args.text!r}"
         frames = drive(trained, audio, source, args.output, params.render, params.audio_features)

@@ -10,7 +10,7 @@ import json
 import math
 import os
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -26,6 +26,7 @@ from torch.optim import Optimizer
 from tqdm import tqdm
 
 from damc_core.config import to_dict
+from damc_core.devices import resolve_device
 from damc_core.params import TrainingConfig
 from damc_core.staging import staged_file
 
@@ -146,22 +147,22 @@ class DistributedContext:
     is_main: bool
 
 
-def setup_distributed(backend: str | None = None) -> DistributedContext:
+def setup_distributed(backend: str | None = None, device: str = "auto") -> DistributedContext:
     """Join the process group described by torchrun's environment variables, or describe a single process.
 
-    Under torchrun (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT all set) the process group is
-    initialised with `backend` (default "nccl" with CUDA, else "gloo") and the device is `cuda:LOCAL_RANK` (made the
-    current CUDA device) or the CPU. Otherwise: rank 0 of 1 on `cuda` if available, else the CPU.
+    `device` is params.yaml's setting (see resolve_device). Under torchrun (RANK, WORLD_SIZE, LOCAL_RANK,
+    MASTER_ADDR and MASTER_PORT all set) the process group is initialised with `backend` (default "nccl" with CUDA,
+    else "gloo") and a CUDA device is `cuda:LOCAL_RANK` (made the current CUDA device). Otherwise: rank 0 of 1.
     """
+    placement = resolve_device(device)
     if not all(name in os.environ for name in TORCHRUN_VARIABLES):
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return DistributedContext(rank=0, world_size=1, local_rank=0, device=device, is_main=True)
+        return DistributedContext(rank=0, world_size=1, local_rank=0, device=placement, is_main=True)
     rank, world_size, local_rank = (int(os.environ[name]) for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
-    if torch.cuda.is_available():
+    if placement.type == "cuda":
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     else:
-        device = torch.device("cpu")
+        device = placement
     backend = backend or ("nccl" if device.type == "cuda" else "gloo")
     dist.init_process_group(backend=backend, rank=rank, world_size=world_size)
     return DistributedContext(rank=rank, world_size=world_size, local_rank=local_rank, device=device, is_main=rank == 0)
@@ -174,11 +175,15 @@ def teardown_distributed() -> None:
 
 
 @contextlib.contextmanager
-def distributed(backend: str | None = None) -> Iterator[DistributedContext]:
-    """setup_distributed() for the duration of a block, torn down however the block ends."""
-    context = setup_distributed(backend)
+def distributed(backend: str | None = None, device: str = "auto") -> Iterator[DistributedContext]:
+    """setup_distributed() for the duration of a block, torn down however the block ends. A block that ends
+    normally waits at a barrier first: a rank that left early would close connections (rank 0 also serves the
+    group's store) while another still uses them, which gloo answers with an abort."""
+    context = setup_distributed(backend, device)
     try:
         yield context
+        if context.world_size > 1:
+            dist.barrier()
     finally:
         teardown_distributed()
 
@@ -198,6 +203,38 @@ def all_reduce_mean(value: float | torch.Tensor, context: DistributedContext) ->
     tensor = torch.as_tensor(value).detach().to(device=context.device, dtype=torch.float64)
     dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor.item() / context.world_size
+
+
+def average_gradients(parameters: Iterable[nn.Parameter], context: DistributedContext) -> None:
+    """Replace each parameter's gradient by its mean over all processes (every rank must call it), in one
+    all-reduce of the flattened gradients: DDP's averaging, for models trained through methods other than
+    `forward` (the talking head renders rays). A parameter without a gradient counts as zero."""
+    if context.world_size == 1:
+        return
+    parameters = list(parameters)
+    for parameter in parameters:
+        if parameter.grad is None:
+            parameter.grad = torch.zeros_like(parameter)
+    flat = torch.cat([parameter.grad.reshape(-1) for parameter in parameters])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    flat /= context.world_size
+    for parameter, mean in zip(parameters, flat.split([parameter.numel() for parameter in parameters]), strict=True):
+        parameter.grad.copy_(mean.view_as(parameter))
+
+
+def check_ranks_agree(models: dict[str, nn.Module], context: DistributedContext) -> None:
+    """Raise RuntimeError unless every process holds the same weights (every rank must call it): a checksum of the
+    parameters is compared across ranks. Ranks that average their gradients stay identical; a divergence is a bug."""
+    if context.world_size == 1:
+        return
+    parameters = [p.detach().double() for model in models.values() for p in _unwrap(model).parameters()]
+    checksum = torch.stack([sum(p.sum() for p in parameters), sum((p * p).sum() for p in parameters)])
+    low, high = checksum.to(context.device), checksum.clone().to(context.device)
+    dist.all_reduce(low, op=dist.ReduceOp.MIN)
+    dist.all_reduce(high, op=dist.ReduceOp.MAX)
+    if not torch.equal(low, high):
+        raise RuntimeError(f"the {context.world_size} processes ended with different weights (parameter checksums "
+                           f"{low.tolist()} to {high.tolist()})")
 
 
 def shard_seed(seed: int, context: DistributedContext) -> int:
@@ -329,7 +366,8 @@ def run_training(
     the batches an uninterrupted one would, with no sampler state to restore) and returns its loss. Each parameter
     group follows `learning_rate` with its own peak: its `lr` when the optimizer was made. `evaluate()` is logged every
     `eval_every` steps and at the end; `finish()` gives the final metrics, logged as the summary and returned. The
-    checkpoint is deleted once the run has finished: it exists to resume interrupted runs."""
+    checkpoint is deleted once the run has finished: it exists to resume interrupted runs. With several processes,
+    gradients are averaged over them: by DDP for models wrapped in it, else here (average_gradients)."""
     for group in optimizer.param_groups:
         group.setdefault("peak_lr", group["lr"])
     checkpoint = checkpoint_path(folders.checkpoint_dir, fingerprint)
@@ -349,6 +387,8 @@ def run_training(
             loss = step_loss(step)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if not any(isinstance(model, DistributedDataParallel) for model in models.values()):
+                average_gradients((p for group in optimizer.param_groups for p in group["params"]), context)
             optimizer.step()
             done = step + 1
             if done % training.log_every == 0:
@@ -359,6 +399,7 @@ def run_training(
                 log.log(done, **evaluate())
             if done % training.checkpoint_every == 0 and context.is_main:
                 save_checkpoint(checkpoint, step=done, models=models, optimizers={"main": optimizer})
+        check_ranks_agree(models, context)
         final = finish()
         log.summary(**final)
     if context.is_main:

@@ -10,6 +10,7 @@ from damc_core.audio.content import load_content_encoder
 from damc_core.audio.extract import extract_features
 from damc_core.audio.mel import frames_for_samples
 from damc_core.config import load_params
+from damc_core.devices import resolve_device
 from damc_core.media import count_video_frames, probe, read_audio
 
 
@@ -21,11 +22,13 @@ def main() -> None:
     parser.add_argument("--report", type=Path, required=True, help="output: JSON summary")
     args = parser.parse_args()
 
-    config = load_params(args.params).audio_features
+    params = load_params(args.params)
+    config = params.audio_features
     audio = read_audio(args.media)
     has_video = probe(args.media).video is not None
     n_frames = count_video_frames(args.media) if has_video else frames_for_samples(len(audio))
     encoder = load_content_encoder(config.content_encoder, config.language)
+    encoder.model.to(resolve_device(params.device))
     summary = extract_features(audio, n_frames, encoder, config, args.out_dir, source=str(args.media))
 
     report = {

@@ -27,14 +27,15 @@ TTS_PREFIX = "tts_"
 def evaluate_subject(name: str, renders: Path, faces: Path, config: EvaluateConfig, backends: Backends) -> dict:
     """Metrics of one subject: `validation` (rendered val.mp4 vs the GT frames gt_imgs/), the sync metrics of the GT
     frames with the same audio (`validation_ground_truth`, the reference a perfect head would reach) and `tts`."""
+    _, train = load_split(faces, "train")
     _, val = load_split(faces, "val")
     rendered = read_video(renders / VALIDATION_VIDEO)
     truth = val.images.numpy()
     if rendered.shape != truth.shape:
         raise ValueError(f"{renders / VALIDATION_VIDEO}: {rendered.shape} frames but the validation split of {faces} "
                          f"has {truth.shape}; rerun the render stage")
-    metrics, reference, per_frame = evaluate_validation(rendered, truth, read_audio(renders / VALIDATION_VIDEO),
-                                                        config, backends)
+    metrics, reference, per_frame = evaluate_validation(rendered, truth, train.images.numpy(),
+                                                        read_audio(renders / VALIDATION_VIDEO), config, backends)
     tts = {}
     for video in sorted(renders.glob(f"{TTS_PREFIX}*.mp4")):
         frames = read_video(video)

@@ -23,8 +23,8 @@ def main() -> None:
     args = parser.parse_args()
 
     params = load_params(args.params)
-    with distributed() as context:
-        inputs = load_inputs(args.subject, args.features, args.encoder)
+    with distributed(device=params.device) as context:
+        inputs = load_inputs(args.subject, args.features, args.encoder, context.device)
         folders = RunFolders(args.out_dir, args.checkpoint_dir, args.log_dir)
         metrics = train_fine(params.nerf_fine, args.coarse, inputs, folders, context)
     if context.is_main:

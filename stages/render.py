@@ -12,11 +12,10 @@ import numpy as np
 
 from damc_core.config import load_params
 from damc_core.media import AUDIO_SAMPLE_RATE, SAMPLES_PER_FRAME, VIDEO_FPS, read_audio, write_video
-from damc_core.metrics.mouth import correlation, detected_mouth_opening, mean_intensity
 from damc_core.nerf.data import load_split, load_subject_audio
-from damc_core.nerf.model import audio_occupancy
-from damc_core.nerf.train import frame_mse, psnr, split_conditions
-from damc_core.render import TrainedHead, drive, load_trained_head, render_conditions
+from damc_core.nerf.validation import baseline_frames, render_split, validation_report
+from damc_core.render import TrainedHead, drive, load_trained_head
+from damc_core.devices import resolve_device
 from damc_core.tts.synthesis import CLIP_NAME, SPEECH_NAME
 
 VALIDATION_VIDEO = "val.mp4"
@@ -24,37 +23,23 @@ GROUND_TRUTH_VIDEO = "val_gt.mp4"
 
 
 def render_validation(trained: TrainedHead, subject: Path, features: Path, out_dir: Path, params) -> dict:
-    """val.mp4 (rendered) and val_gt.mp4 (the real frames), both with the validation audio; their comparison."""
+    """val.mp4 (rendered) and val_gt.mp4 (the real frames), both with the validation audio; their comparison and
+    the baselines'."""
     camera, val = load_split(subject, "val")
+    val = val.to(trained.train.images.device)
     n_frames = int(max(val.frame_ids.max(), trained.train.frame_ids.max())) + 1
     audio, _ = load_subject_audio(features, n_frames, trained.encoder)
-    positions = np.arange(len(val))
-    conditions = iter(split_conditions(trained.head, val, audio, positions))
-    occupancy = audio_occupancy(trained.head, audio)
-    rendered = np.stack(list(render_conditions(trained, conditions, len(val), occupancy, params.render,
-                                               "render val")))
-    truth = val.images.numpy()
+    rendered = render_split(trained.head, camera, val, audio, params.render.rays_per_chunk)
+    truth = val.images.cpu().numpy()
     waveform = read_audio(subject / "aud.wav")
     first, last = int(val.frame_ids[0]), int(val.frame_ids[-1]) + 1
     soundtrack = waveform[first * SAMPLES_PER_FRAME:last * SAMPLES_PER_FRAME]
     for name, frames in ((VALIDATION_VIDEO, rendered), (GROUND_TRUTH_VIDEO, truth)):
         write_video(out_dir / name, frames, fps=VIDEO_FPS, audio=soundtrack, sample_rate=AUDIO_SAMPLE_RATE,
                     crf=params.render.crf)
-    scores = [psnr(frame_mse(frame, target)) for frame, target in zip(rendered, truth, strict=True)]
     lips = tuple(int(value) for value in np.median(val.lips_rects, axis=0))
-    opening_rendered, opening_truth = detected_mouth_opening(rendered), detected_mouth_opening(truth)
-    return {
-        "frames": len(val),
-        "psnr": float(np.mean(scores)),
-        "mouth_opening_correlation": correlation(opening_rendered, opening_truth),
-        "mouth_opening_frames_detected": int(np.isfinite(opening_rendered).sum()),
-        "mouth_intensity_correlation": correlation(mean_intensity(rendered, lips), mean_intensity(truth, lips)),
-        "mouth_opening_px": {"rendered": _finite_list(opening_rendered), "ground_truth": _finite_list(opening_truth)},
-    }
-
-
-def _finite_list(values: np.ndarray) -> list[float | None]:
-    return [round(float(value), 3) if np.isfinite(value) else None for value in values]
+    baselines = baseline_frames(trained.train, val, camera, trained.head.box)
+    return validation_report(rendered, truth, baselines, lips)
 
 
 def main() -> None:
@@ -69,7 +54,7 @@ def main() -> None:
     args = parser.parse_args()
 
     params = load_params(args.params)
-    trained = load_trained_head(args.model, args.subject)
+    trained = load_trained_head(args.model, args.subject, resolve_device(params.device))
     args.out_dir.mkdir(parents=True, exist_ok=True)
     report = {"model": str(args.model), "validation": render_validation(trained, args.subject, args.features,
                                                                          args.out_dir, params), "tts": {}}
@@ -81,8 +66,11 @@ def main() -> None:
     args.report.parent.mkdir(parents=True, exist_ok=True)
     args.report.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     validation = report["validation"]
-    print(f"render: validation PSNR {validation['psnr']:.2f} dB, mouth opening correlation "
-          f"{validation['mouth_opening_correlation']}, {len(report['tts'])} TTS clips")
+    baselines = ", ".join(f"{name.replace('_', ' ')} {value:.2f} dB"
+                          for name, value in validation["baselines_psnr"].items())
+    print(f"render: validation PSNR {validation['psnr']:.2f} dB ({baselines}); mouth opening range ratio "
+          f"{validation['mouth_opening_range_ratio']}, correlation {validation['mouth_opening_correlation']}; "
+          f"{len(report['tts'])} TTS clips")
 
 
 if __name__ == "__main__":

@@ -21,8 +21,9 @@ def main() -> None:
     parser.add_argument("--log-dir", type=Path, required=True, help="output: dvclive metrics and plots")
     args = parser.parse_args()
 
-    config = load_params(args.params).sync_encoder
-    with distributed() as context:
+    params = load_params(args.params)
+    config = params.sync_encoder
+    with distributed(device=params.device) as context:
         clips = read_clip_arrays(args.data)
         folders = RunFolders(args.out_dir, args.checkpoint_dir, args.log_dir)
         metrics = train_encoder(config, args.expert, clips, fingerprint(clips), folders, context)

@@ -15,6 +15,7 @@ import torch
 
 from damc_core.audio.content import build_stand_in
 from damc_core.audio.extract import extract_features
+from damc_core.face.parsing import Part, parsing_to_rgb
 from damc_core.media import AUDIO_SAMPLE_RATE, SAMPLES_PER_FRAME, write_audio
 from damc_core.params import (
     AudioFeaturesConfig,
@@ -102,9 +103,11 @@ def landmarks_68(size: int) -> np.ndarray:
     return np.concatenate([face, mouth])
 
 
-def _frame_images(size: int, loudness: float, points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """RGB plate, RGBA torso and RGB ground truth of one frame: a bright face whose mouth brightens with
-    `loudness`, above a torso strip, over a dark graded plate."""
+def _frame_images(
+    size: int, loudness: float, points: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """RGB plate, RGBA torso, RGB ground truth and part labels of one frame: a bright face whose mouth brightens
+    with `loudness`, above a torso strip, over a dark graded plate."""
     rows, cols = np.mgrid[0:size, 0:size]
     plate = np.stack([20 + 40 * cols / size, 40 + 30 * rows / size, np.full((size, size), 90.0)], axis=-1)
     torso = np.zeros((size, size, 4))
@@ -121,8 +124,11 @@ def _frame_images(size: int, loudness: float, points: np.ndarray) -> tuple[np.nd
     truth[mouth] = 30 + 220 * loudness
     alpha = torso[..., 3:] / 255
     truth = truth * (1 - alpha) + torso[..., :3] * alpha
+    labels = np.full((size, size), Part.BACKGROUND, dtype=np.uint8)
+    labels[face | mouth] = Part.HEAD
+    labels[strip] = Part.TORSO
     as_uint8 = lambda image: np.clip(np.round(image), 0, 255).astype(np.uint8)  # noqa: E731
-    return as_uint8(plate), as_uint8(torso), as_uint8(truth)
+    return as_uint8(plate), as_uint8(torso), as_uint8(truth), labels
 
 
 def _transforms(ids: list[int], size: int, focal: float) -> dict:
@@ -149,7 +155,8 @@ def make_subject(tmp_path: Path, frames: int = 12, size: int = 32, seed: int = 0
     """A complete synthetic subject under `tmp_path`: subject/ (face_prep), features/ (audio_features, made by the
     real stand-in content encoder) and encoder/ (sync_encoder)."""
     subject_dir, features_dir, encoder_dir = tmp_path / "subject", tmp_path / "features", tmp_path / "encoder"
-    for folder in (subject_dir / "gt_imgs", subject_dir / "torso_imgs", features_dir, encoder_dir):
+    for folder in (subject_dir / "gt_imgs", subject_dir / "torso_imgs", subject_dir / "parsing", features_dir,
+                   encoder_dir):
         folder.mkdir(parents=True, exist_ok=True)
 
     write_audio(subject_dir / "aud.wav", speech_like(frames * SAMPLES_PER_FRAME, seed), AUDIO_SAMPLE_RATE)
@@ -159,7 +166,8 @@ def make_subject(tmp_path: Path, frames: int = 12, size: int = 32, seed: int = 0
     points = landmarks_68(size)
     np.save(subject_dir / "landmarks.npy", np.repeat(points[None], frames, axis=0).astype(np.float32))
     for index in range(frames):
-        plate, torso, truth = _frame_images(size, float(loudness[index]), points)
+        plate, torso, truth, labels = _frame_images(size, float(loudness[index]), points)
+        cv2.imwrite(str(subject_dir / "parsing" / f"{index}.png"), parsing_to_rgb(labels)[..., ::-1])
         cv2.imwrite(str(subject_dir / "gt_imgs" / f"{index}.jpg"), truth[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])
         cv2.imwrite(str(subject_dir / "torso_imgs" / f"{index}.png"), torso[..., [2, 1, 0, 3]])
     cv2.imwrite(str(subject_dir / "bc.jpg"), plate[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])
@@ -176,12 +184,12 @@ def make_subject(tmp_path: Path, frames: int = 12, size: int = 32, seed: int = 0
     return Subject(subject_dir, features_dir, encoder_dir, frames, size, loudness)
 
 
-def field_config(samples_per_ray: int = 6) -> FieldConfig:
+def field_config(samples_per_ray: int = 6, jitter: bool = True) -> FieldConfig:
     return FieldConfig(
         hash_grid=HashGridConfig(levels=3, features_per_level=1, log2_table_size=8, base_resolution=4,
                                  finest_resolution=32),
         box_min=BOX_MIN, box_max=BOX_MAX, hidden_dim=16, geometry_dim=8, density_layers=2, colour_hidden_dim=16,
-        colour_layers=2, latent_dim=2, samples_per_ray=samples_per_ray,
+        colour_layers=2, latent_dim=2, samples_per_ray=samples_per_ray, jitter=jitter,
     )
 
 
@@ -199,14 +207,14 @@ def coarse_config(steps: int = 8, rays_per_step: int = 64, **training) -> NerfCo
     return NerfCoarseConfig(
         field=field_config(),
         rays=RaySamplingConfig(rays_per_step=rays_per_step, frames_per_step=2, face_fraction=0.5, lips_fraction=0.25),
-        encoding_learning_rate=0.03, eval_frames=1, training=training_config(steps, **training),
+        encoding_learning_rate=0.03, opacity_weight=0.1, eval_frames=1, training=training_config(steps, **training),
     )
 
 
 def fine_config(lpips: LpipsConfig, steps: int = 3, lpips_weight: float = 0.1, **training) -> NerfFineConfig:
     return NerfFineConfig(
         patch_size=32, patches_per_step=1, lips_patch_fraction=0.5, lpips_weight=lpips_weight, lpips=lpips,
-        encoding_learning_rate=0.01, eval_frames=1,
+        encoding_learning_rate=0.01, opacity_weight=0.1, eval_frames=1,
         training=training_config(steps, **({"learning_rate": 0.002, "warmup_steps": 0} | training)),
     )
 

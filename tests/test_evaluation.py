@@ -10,6 +10,7 @@ import pytest
 from damc_core.config import load_params
 from damc_core.evaluation import evaluate_validation, load_backends, write_frame_table
 from damc_core.media import read_audio, read_video
+from damc_core.metrics.image import psnr_per_frame
 from damc_core.sync.models import SyncExpert
 
 FRAMES = 40
@@ -33,8 +34,12 @@ def backends(repo_root):
 def test_identical_videos_give_capped_psnr_and_zero_lmd(real_clip, backends):
     frames, audio = real_clip
     config, loaded = backends
-    metrics, reference, per_frame = evaluate_validation(frames, frames.copy(), audio, config, loaded)
+    metrics, reference, per_frame = evaluate_validation(frames, frames.copy(), frames[::-1], audio, config, loaded)
     assert metrics["psnr"].value == 100.0 and (per_frame["psnr"] == 100.0).all()
+    # The baselines show one still frame throughout: the clip's own last frame is its first one reversed.
+    assert metrics["psnr_last_training_frame"].value == pytest.approx(
+        float(np.mean(psnr_per_frame(np.broadcast_to(frames[0], frames.shape), frames))))
+    assert metrics["psnr_mean_training_frame"].value < 100.0 and "mean" in metrics["psnr_mean_training_frame"].backend
     assert metrics["lmd"].value == pytest.approx(0.0, abs=1e-6)
     for name in ("expert_confidence", "expert_distance", "expert_offset"):
         assert metrics[name].value == pytest.approx(reference[name].value), "same frames and audio, same scores"
@@ -46,7 +51,7 @@ def test_a_shifted_copy_loses_psnr_but_not_lmd(real_clip, backends):
     frames, audio = real_clip
     config, loaded = backends
     shifted = np.roll(frames, 4, axis=2)
-    metrics, _, per_frame = evaluate_validation(shifted, frames, audio, config, loaded)
+    metrics, _, per_frame = evaluate_validation(shifted, frames, frames, audio, config, loaded)
     expected = -10 * np.log10(np.mean(((shifted.astype(float) - frames) / 255) ** 2, axis=(1, 2, 3)))
     assert per_frame["psnr"] == pytest.approx(expected, rel=1e-9)
     assert metrics["psnr"].value < 40
@@ -58,7 +63,7 @@ def test_missing_weights_give_null_with_the_file_and_the_backend(real_clip, back
     config, loaded = backends
     missing = dataclasses.replace(config, syncnet_weights=str(tmp_path / "syncnet_v2.model"),
                                   fid_weights=str(tmp_path / "pt_inception.pth"))
-    metrics, _, _ = evaluate_validation(frames[:8], frames[:8], audio[: 8 * 640], missing,
+    metrics, _, _ = evaluate_validation(frames[:8], frames[:8], frames, audio[: 8 * 640], missing,
                                         load_backends(missing, loaded.expert, loaded.expert_meta))
     for name in ("lse_c", "lse_d", "av_offset"):
         assert metrics[name].value is None and "syncnet_v2.model" in metrics[name].reason

@@ -116,8 +116,8 @@ def test_the_expert_learns_on_real_hdtf_clips(tmp_path, shared_dir, expert_confi
     write_manifest(clip_root, rows)
     with make_detector("mediapipe", max_faces=1, video=False) as detector:
         clips = load_clip_set(clip_root, detector, 48, 0.25)
-    training = dataclasses.replace(expert_config.training, steps=80, batch_size=16, log_every=10, eval_every=40,
-                                   checkpoint_every=40, learning_rate=0.001)
+    training = dataclasses.replace(expert_config.training, steps=200, batch_size=16, log_every=10, eval_every=200,
+                                   checkpoint_every=200, learning_rate=0.001)
     train_expert(dataclasses.replace(expert_config, training=training), clips, "real", folders(tmp_path, "real"),
                  setup_distributed())
     losses = pd.read_csv(tmp_path / "real" / "log" / "plots" / "metrics" / "train_loss.tsv", sep="\t")["train_loss"]

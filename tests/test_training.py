@@ -22,6 +22,8 @@ from damc_core.training import (
     DistributedContext,
     TrainingLog,
     all_reduce_mean,
+    average_gradients,
+    check_ranks_agree,
     learning_rate,
     load_checkpoint,
     save_checkpoint,
@@ -203,13 +205,30 @@ def ddp_worker(rank: int, port: int, out: Path) -> None:
         dist.barrier()
         reloaded = wrap_ddp(make_model(dropout=0.0), context)
         load_checkpoint(out / "ddp.pt", models={"net": reloaded}, optimizers={})
+        plain = make_model(dropout=0.0)  # no DDP: its gradients are averaged by average_gradients
+        x, y = draw_batch(np.random.default_rng(shard_seed(1, context)))
+        nn.functional.mse_loss(plain(x), y).backward()
+        own_gradients = [p.grad.clone() for p in plain.parameters()]
+        average_gradients(plain.parameters(), context)
+        check_ranks_agree({"net": model}, context)
+        with torch.no_grad():
+            next(plain.parameters()).add_(float(rank))  # now the ranks differ
+        try:
+            check_ranks_agree({"plain": plain}, context)
+            diverged = False
+        except RuntimeError:
+            diverged = True
         result = {
+            "own_gradients": own_gradients,
+            "averaged_gradients": [p.grad.clone() for p in plain.parameters()],
+            "divergence_caught": diverged,
             "parameters": [p.detach() for p in model.module.parameters()],
             "reloaded": [p.detach() for p in reloaded.module.parameters()],
             "mean_rank": all_reduce_mean(float(context.rank), context),
             "context": (context.rank, context.world_size, context.local_rank, context.is_main, context.device.type),
         }
         torch.save(result, out / f"rank{rank}.pt")
+        dist.barrier()  # as training.distributed() does: nobody leaves while the other still talks
     finally:
         teardown_distributed()
 
@@ -227,6 +246,12 @@ def test_ddp_on_cpu_averages_gradients(tmp_path: Path, monkeypatch: pytest.Monke
 
     assert [r["context"] for r in ranks] == [(0, 2, 0, True, "cpu"), (1, 2, 1, False, "cpu")]
     assert [r["mean_rank"] for r in ranks] == [0.5, 0.5]
+    assert [r["divergence_caught"] for r in ranks] == [True, True]
+    for own_0, own_1, mean_0, mean_1 in zip(*(ranks[r][key] for key in ("own_gradients", "averaged_gradients")
+                                              for r in (0, 1)), strict=True):
+        assert not torch.equal(own_0, own_1)
+        torch.testing.assert_close(mean_0, (own_0 + own_1) / 2)
+        assert torch.equal(mean_0, mean_1)
     for a, b in zip(ranks[0]["parameters"], ranks[1]["parameters"], strict=True):
         assert torch.equal(a, b)
     for rank in ranks:

@@ -11,7 +11,6 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from damc_core.audio.pinyin import build_projection, project_logits
 
 STAND_IN = "stand-in"
 """Model name that selects the small random-init stand-in (well-formed features with no learned content)."""
@@ -184,6 +183,8 @@ def content_features(
     """E_c(x): CTC logits (English), pinyin-unit posteriors (Mandarin, paper 3.5), or last hidden states."""
     projection = None
     if output == "logits" and language == "zh":
+        from damc_core.audio.pinyin import build_projection, project_logits  # pypinyin loads in ~0.3 s: Mandarin only
+
         if not any("\u4e00" <= token <= "\u9fff" for token in encoder.vocab):
             raise ContentEncoderUnavailable(
                 f"audio_features.language is 'zh' but {encoder.name!r} has no Chinese characters in its vocabulary; "

@@ -59,7 +59,16 @@ class FidUnavailable(RuntimeError):
 # ---------------------------------------------------------------------------------------------------------------- PSNR
 
 
-def psnr_per_frame(rendered: np.ndarray, truth: np.ndarray, max_psnr: float = 100.0) -> np.ndarray:
+MAX_PSNR = 100.0
+"""PSNR reported for identical images (see psnr_per_frame)."""
+
+
+def psnr_of_mse(mse: float, max_psnr: float = MAX_PSNR) -> float:
+    """PSNR in dB, -10 log10(mse), of a mean squared error of values in [0, 1], capped at `max_psnr`."""
+    return max_psnr if mse <= 10 ** (-max_psnr / 10) else min(-10.0 * math.log10(mse), max_psnr)
+
+
+def psnr_per_frame(rendered: np.ndarray, truth: np.ndarray, max_psnr: float = MAX_PSNR) -> np.ndarray:
     """(T,) PSNR in dB of each rendered frame against its ground truth, both (T, H, W, 3) uint8.
 
     Full frame, pixel values scaled to [0, 1]: -10 log10(MSE) over all pixels and channels. The squared errors are
@@ -70,18 +79,26 @@ def psnr_per_frame(rendered: np.ndarray, truth: np.ndarray, max_psnr: float = 10
     one channel of one pixel of a 512x512 frame is already ~107 dB, so the cap only touches (near-)identical frames.
     Raises ValueError when the shapes differ (naming both), are not (T, H, W, 3), or the dtype is not uint8.
     """
-    rendered, truth = _frame_pair(rendered, truth)
+    rendered, truth = _frame_pair(np.ascontiguousarray(rendered), truth)
     count = rendered.shape[1] * rendered.shape[2] * rendered.shape[3]
     out = np.empty(len(rendered), dtype=np.float64)
     for index, (a, b) in enumerate(zip(rendered, truth, strict=True)):
         diff = a.astype(np.int32) - b.astype(np.int32)
         squared = int(np.einsum("ijk,ijk->", diff, diff, dtype=np.int64))
-        if squared == 0:
-            out[index] = max_psnr
-        else:
-            mse = squared / (count * 255.0**2)
-            out[index] = min(-10.0 * math.log10(mse), max_psnr)
+        out[index] = max_psnr if squared == 0 else psnr_of_mse(squared / (count * 255.0**2), max_psnr)
     return out
+
+
+STILL_FRAME_BASELINES = {"mean_training_frame": "the mean of the training frames",
+                         "last_training_frame": "the last training frame"}
+"""The trivial heads any render must beat, each showing one still frame in place of every rendered frame."""
+
+
+def still_frame_baselines(train: np.ndarray, count: int) -> dict[str, np.ndarray]:
+    """(count, H, W, 3) uint8 frames of each STILL_FRAME_BASELINES head, from (n, H, W, 3) uint8 training frames."""
+    mean = np.round(train.mean(axis=0, dtype=np.float64)).astype(np.uint8)
+    return {"mean_training_frame": np.broadcast_to(mean, (count, *mean.shape)),
+            "last_training_frame": np.broadcast_to(train[-1], (count, *mean.shape))}
 
 
 def _frame_pair(rendered: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

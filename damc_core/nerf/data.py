@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -12,6 +12,7 @@ import torch
 
 from damc_core.audio.extract import CONTENT_NAME, MEL_NAME
 from damc_core.audio.features import FeatureMismatchError, load_features
+from damc_core.face.parsing import Part, rgb_to_parsing
 from damc_core.fusion import window_indices
 from damc_core.sync.models import DynamicSyncEncoder
 
@@ -54,6 +55,8 @@ class SubjectSplit:
     """(n, H, W, 3) uint8 ground-truth frames (gt_imgs: background replaced by the plate)."""
     backgrounds: torch.Tensor
     """(n, H, W, 3) uint8 what the head is composited over: the frame's neck and torso over the background plate."""
+    head_masks: torch.Tensor
+    """(n, H, W) bool: the pixels face parsing labels head (where the head's rays should be opaque)."""
     camera_to_world: torch.Tensor
     """(n, 4, 4) float32 OpenGL camera-to-world matrices (world = the face template frame, decimetres)."""
     blink: torch.Tensor
@@ -65,6 +68,11 @@ class SubjectSplit:
 
     def __len__(self) -> int:
         return len(self.frame_ids)
+
+    def to(self, device: torch.device | str) -> SubjectSplit:
+        """The split with its tensors on `device` (the frames go there once, as uint8)."""
+        return replace(self, **{name: value.to(device) for name, value in vars(self).items()
+                                if isinstance(value, torch.Tensor)})
 
 
 def read_camera(transforms: dict) -> Camera:
@@ -87,6 +95,7 @@ def load_split(subject_dir: Path, split: str) -> tuple[Camera, SubjectSplit]:
     plate = _read_rgb(subject_dir / "bc.jpg")
     images = np.stack([_read_rgb(subject_dir / "gt_imgs" / f"{index}.jpg") for index in ids])
     backgrounds = np.stack([_torso_over(plate, subject_dir / "torso_imgs" / f"{index}.png") for index in ids])
+    head_masks = np.stack([_head_mask(subject_dir / "parsing" / f"{index}.png") for index in ids])
     if images.shape[1:3] != (camera.height, camera.width):
         raise SubjectDataError(f"{subject_dir}: frames are {images.shape[2]}x{images.shape[1]} but the camera is "
                                f"{camera.width}x{camera.height}")
@@ -95,6 +104,7 @@ def load_split(subject_dir: Path, split: str) -> tuple[Camera, SubjectSplit]:
         frame_ids=ids,
         images=torch.from_numpy(images),
         backgrounds=torch.from_numpy(backgrounds),
+        head_masks=torch.from_numpy(head_masks),
         camera_to_world=torch.tensor([frame["transform_matrix"] for frame in frames], dtype=torch.float32),
         blink=torch.tensor([frame.get("blink", 0.0) for frame in frames], dtype=torch.float32),
         face_rects=np.stack([face_rect(points, camera) for points in split_landmarks]),
@@ -140,6 +150,15 @@ def _read_rgb(path: Path) -> np.ndarray:
     return np.ascontiguousarray(image[..., ::-1])
 
 
+def _head_mask(parsing_png: Path) -> np.ndarray:
+    """The head pixels of a parsing image (ER-NeRF's colours)."""
+    image = _read_rgb(parsing_png)
+    try:
+        return rgb_to_parsing(image) == Part.HEAD
+    except ValueError as error:
+        raise SubjectDataError(f"{parsing_png} is not a parsing image: {error}") from error
+
+
 def _torso_over(plate: np.ndarray, torso_png: Path) -> np.ndarray:
     """The RGBA torso image composited over the background plate."""
     rgba = cv2.imread(str(_required(torso_png)), cv2.IMREAD_UNCHANGED)
@@ -170,7 +189,8 @@ class FrameAudio:
 
 def dynamic_features(encoder: DynamicSyncEncoder, mel: np.ndarray, chunk: int = 256) -> torch.Tensor:
     """E_d over (T, 80, 16) mel windows -> (T, dim), in chunks, without gradients."""
-    windows = torch.from_numpy(np.ascontiguousarray(mel, dtype=np.float32)).unsqueeze(1)
+    device = next(encoder.parameters()).device
+    windows = torch.from_numpy(np.ascontiguousarray(mel, dtype=np.float32)).unsqueeze(1).to(device)
     encoder.eval()
     with torch.no_grad():
         return torch.cat([encoder(windows[start:start + chunk]) for start in range(0, len(windows), chunk)])
@@ -180,8 +200,9 @@ def frame_audio(content: np.ndarray, mel: np.ndarray, encoder: DynamicSyncEncode
     """FrameAudio from (T, 2, dim) content features and (T, 80, 16) mel windows of the same audio."""
     if len(content) != len(mel):
         raise FeatureMismatchError(f"content features have {len(content)} frames but mel windows {len(mel)}")
+    dynamic = dynamic_features(encoder, mel)
     flat = torch.from_numpy(np.ascontiguousarray(content, dtype=np.float32)).reshape(len(content), -1)
-    return FrameAudio(content=flat, dynamic=dynamic_features(encoder, mel))
+    return FrameAudio(content=flat.to(dynamic.device), dynamic=dynamic)
 
 
 def load_subject_audio(features_dir: Path, n_frames: int, encoder: DynamicSyncEncoder) -> tuple[FrameAudio, dict]:

@@ -13,9 +13,10 @@ ATTENTION_HIDDEN = 32
 """Width of the small MLPs that compute the region attention and the eye attention from the position features."""
 MAX_LOG_DENSITY = 15.0
 """The density MLP's raw output is clamped to this before the exponential (ER-NeRF's truncated exp)."""
-INITIAL_LOG_DENSITY = -4.0
-"""Initial bias of the density MLP's raw output: space starts nearly transparent (density e^-4 per decimetre; e^-8,
-below the occupancy grid's threshold, trained to 3 dB less PSNR on the sample in the same steps)."""
+INITIAL_LOG_DENSITY = 2.0
+"""Initial bias of the density MLP's raw output: the box starts opaque (density e^2 per decimetre), so every ray
+sees the field at once and training carves empty space away (on the sample, 600 steps: 28.5 dB, against 27.6 dB
+from a nearly transparent start at e^-4 and 25.5 dB at e^0)."""
 SH_DEGREE = 4
 """Spherical-harmonics degree of the view-direction encoding (16 coefficients)."""
 

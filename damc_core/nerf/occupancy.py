@@ -53,18 +53,19 @@ def occupancy_grid(
 ) -> OccupancyGrid:
     """The grid of cells where `field`'s density at the cell centre is above the MAX_SKIPPED_OPACITY level for any of
     the (K, A) audio conditions, with eyes open or shut; then dilated by DILATION_CELLS."""
-    low = torch.tensor(field.config.box_min, dtype=torch.float32)
-    high = torch.tensor(field.config.box_max, dtype=torch.float32)
-    axes = [torch.linspace(0, 1, resolution * 2 + 1)[1::2] for _ in range(3)]
+    device = audio.device
+    low = torch.tensor(field.config.box_min, dtype=torch.float32, device=device)
+    high = torch.tensor(field.config.box_max, dtype=torch.float32, device=device)
+    axes = [torch.linspace(0, 1, resolution * 2 + 1, device=device)[1::2] for _ in range(3)]
     centres = low + torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, 3) * (high - low)
     threshold = -math.log1p(-MAX_SKIPPED_OPACITY) / float(torch.linalg.norm(high - low))
-    densest = torch.zeros(len(centres))
+    densest = torch.zeros(len(centres), device=device)
     for condition in audio:
         for blink in (0.0, 1.0):
             for start in range(0, len(centres), chunk):
                 points = centres[start:start + chunk]
                 count = len(points)
-                sigma = field.density(points, condition.expand(count, -1), torch.full((count,), blink))
+                sigma = field.density(points, condition.expand(count, -1), torch.full((count,), blink, device=device))
                 densest[start:start + count] = torch.maximum(densest[start:start + count], sigma)
     occupied = (densest > threshold).reshape(1, 1, resolution, resolution, resolution).float()
     size = 2 * DILATION_CELLS + 1

@@ -88,12 +88,13 @@ def project_points(points: Tensor, camera_to_world: Tensor, focal: float, cx: fl
     return torch.stack([cols, rows], dim=-1)
 
 
-def box_corners(box_min: BoxCorner, box_max: BoxCorner, dtype: torch.dtype = torch.float64) -> Tensor:
-    """The 8 corners (8, 3) of an axis-aligned box."""
-    low = torch.as_tensor(box_min, dtype=dtype)
-    high = torch.as_tensor(box_max, dtype=dtype)
+def box_corners(box_min: BoxCorner, box_max: BoxCorner, dtype: torch.dtype = torch.float64,
+                device: torch.device | str = "cpu") -> Tensor:
+    """The 8 corners (8, 3) of an axis-aligned box, on `device`."""
+    low = torch.as_tensor(box_min, dtype=dtype, device=device)
+    high = torch.as_tensor(box_max, dtype=dtype, device=device)
     bounds = torch.stack([low, high])  # (2, 3)
-    choice = torch.cartesian_prod(*[torch.arange(2)] * 3)  # (8, 3): low (0) or high (1) per axis
+    choice = torch.cartesian_prod(*[torch.arange(2, device=device)] * 3)  # (8, 3): low (0) or high (1) per axis
     return bounds.gather(0, choice)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pypinyin import Style, lazy_pinyin
 
 
 class TextInputError(ValueError):
@@ -30,4 +29,6 @@ def check_speakable(text: str) -> str:
 def numbered_pinyin(text: str) -> str:
     """Mandarin text as tone-numbered pinyin ('ni3 hao3'), which espeak-ng's cmn-latn-pinyin voice reads correctly;
     non-Chinese runs (punctuation, Latin words) are kept."""
+    from pypinyin import Style, lazy_pinyin  # ~0.3 s to load: only when Mandarin is spoken
+
     return " ".join(lazy_pinyin(text, style=Style.TONE3, neutral_tone_with_five=True))
