@@ -8,7 +8,7 @@ Usage: python benchmarks/nerf_real_subject.py [--video ../shared/data/subjects/M
 Steps, all in --work: face preparation (params.yaml face_prep with val_fraction 0.2: the first 80% of the frames
 train, the last 20% are held out), audio features (params.yaml audio_features, as stages/audio_features.py), the
 existing E_d (--encoder, sync_encoder's output), nerf_coarse training (params.yaml nerf_coarse with --steps and
-hash_grid.finest_resolution 512), then every held-out frame rendered as stages/render.py's render_validation does
+hash_grid.finest_resolution 512), then every held-out frame rendered as the render stage does (nerf/validation.py)
 (its own pose, blink, torso and audio; the mean latent code) and scored by mean full-frame PSNR against its ground
 truth. Baselines, each a held-out frame's ground truth against:
 

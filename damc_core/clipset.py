@@ -19,11 +19,14 @@ MANIFEST_COLUMNS = {
     "frames": "number of 25 fps video frames",
     "duration_s": "frames / 25",
     "face_size_px": "median width of the face's landmark box, pixels",
-    "head_motion": "median per-frame landmark speed relative to the face size",
+    "head_motion": "median per-frame speed of the RIGID_POINTS landmarks relative to the face size",
     "speech_ratio": "fraction of frames with speech",
     "kept": "whether the clip passed every filter",
     "reason": "why the clip was rejected (empty when kept)",
 }
+RIGID_POINTS = (27, 28, 29, 30, 36, 39, 42, 45)
+"""iBUG landmarks that move with the head but not with speech or expression (nose bridge, eye corners): the manifest's
+head_motion is their speed."""
 
 
 class ClipSetError(ValueError):

@@ -54,12 +54,6 @@ def learning_rate(
     return base_lr - (base_lr - min_lr) * 0.5 * (1.0 - math.cos(math.pi * progress))
 
 
-def set_learning_rate(optimizer: Optimizer, lr: float) -> None:
-    """Set the learning rate of every parameter group of `optimizer`."""
-    for group in optimizer.param_groups:
-        group["lr"] = lr
-
-
 def seed_everything(seed: int) -> None:
     """Seed Python's `random`, NumPy's legacy global generator and torch (CPU and every CUDA device), and ask torch
     for deterministic algorithms.
@@ -348,17 +342,37 @@ def export_weights(path: Path, weights: dict, meta: dict) -> None:
     path.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
 
 
+def metrics_line(stage: str, metrics: dict[str, float | str | None]) -> str:
+    """The line a training stage prints at the end: its final metrics, numbers to 4 decimals."""
+    return f"{stage}: " + ", ".join(f"{name} {value:.4f}" if isinstance(value, float) else f"{name} {value}"
+                                    for name, value in metrics.items())
+
+
+@dataclass(frozen=True)
+class TrainingRun:
+    """What run_training trains, with which settings, and where its state goes."""
+
+    name: str
+    """The stage's name, shown on the progress bar and in messages."""
+    models: dict[str, nn.Module]
+    """The models the checkpoint holds, by name (wrapped in DDP or not)."""
+    optimizer: Optimizer
+    """One optimizer over them; each parameter group's `lr` is its peak learning rate."""
+    training: TrainingConfig
+    """Steps, schedule, logging, evaluation and checkpoint intervals."""
+    folders: RunFolders
+    """Where the run writes."""
+    fingerprint: str
+    """run_fingerprint of the run: a checkpoint of another fingerprint is never resumed."""
+    context: DistributedContext
+    """This process's place among the run's processes."""
+
+
 def run_training(
+    run: TrainingRun,
     step_loss: Callable[[int], torch.Tensor],
     evaluate: Callable[[], dict[str, float]],
     finish: Callable[[], dict[str, float | str | None]],
-    models: dict[str, nn.Module],
-    optimizer: Optimizer,
-    training: TrainingConfig,
-    folders: RunFolders,
-    fingerprint: str,
-    context: DistributedContext,
-    desc: str,
 ) -> dict[str, float | str | None]:
     """The flat training loop every stage shares: schedule, logging, periodic evaluation, checkpoints, resume.
 
@@ -368,16 +382,18 @@ def run_training(
     `eval_every` steps and at the end; `finish()` gives the final metrics, logged as the summary and returned. The
     checkpoint is deleted once the run has finished: it exists to resume interrupted runs. With several processes,
     gradients are averaged over them: by DDP for models wrapped in it, else here (average_gradients)."""
+    models, optimizer, training, context = run.models, run.optimizer, run.training, run.context
+    desc = run.name
     for group in optimizer.param_groups:
         group.setdefault("peak_lr", group["lr"])
-    checkpoint = checkpoint_path(folders.checkpoint_dir, fingerprint)
+    checkpoint = checkpoint_path(run.folders.checkpoint_dir, run.fingerprint)
     start = 0
     if checkpoint.exists():
         start = load_checkpoint(checkpoint, models=models, optimizers={"main": optimizer})["step"]
         if context.is_main:
             print(f"{desc}: resuming from step {start} ({checkpoint})")
     # Log rows are stamped with the number of steps done, so the rows up to `start` came before the checkpoint.
-    with TrainingLog(folders.log_dir, enabled=context.is_main, resume_step=start + 1 if start else None) as log:
+    with TrainingLog(run.folders.log_dir, enabled=context.is_main, resume_step=start + 1 if start else None) as log:
         progress = tqdm(range(start, training.steps), initial=start, total=training.steps, desc=desc,
                         disable=not context.is_main, leave=False, mininterval=5.0)
         for step in progress:

@@ -17,11 +17,8 @@ from damc_core.media import read_audio, read_video
 from damc_core.metrics.image import detect_landmarks
 from damc_core.nerf.data import load_split
 from damc_core.params import EvaluateConfig
+from damc_core.renders import GROUND_TRUTH_VIDEO, TTS_PREFIX, VALIDATION_VIDEO, tts_video_name
 from damc_core.sync.train import load_expert
-
-VALIDATION_VIDEO = "val.mp4"
-GROUND_TRUTH_VIDEO = "val_gt.mp4"
-TTS_PREFIX = "tts_"
 
 
 def evaluate_subject(name: str, renders: Path, faces: Path, config: EvaluateConfig, backends: Backends) -> dict:
@@ -77,7 +74,7 @@ def main() -> None:
             name=name,
             gt_video=args.renders / name / GROUND_TRUTH_VIDEO,
             rendered_video=args.renders / name / VALIDATION_VIDEO,
-            tts_videos={clip: args.renders / name / f"{TTS_PREFIX}{clip}.mp4" for clip in result["tts"]},
+            tts_videos={clip: args.renders / name / tts_video_name(clip) for clip in result["tts"]},
             metrics=report[name]["validation"],
             curves={f"{log.name}: {tsv.stem}": tsv for log in args.logs
                     for tsv in sorted((log / name / "plots" / "metrics").glob("*.tsv")) if tsv.stem != "learning_rate"},

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from damc_core.config import load_params
 from damc_core.nerf.train import load_inputs, train_coarse
-from damc_core.training import RunFolders, distributed
+from damc_core.training import RunFolders, distributed, metrics_line
 
 
 def main() -> None:
@@ -27,7 +27,7 @@ def main() -> None:
         folders = RunFolders(args.out_dir, args.checkpoint_dir, args.log_dir)
         metrics = train_coarse(params.nerf_coarse, params.fusion, inputs, folders, context)
     if context.is_main:
-        print("nerf_coarse: " + ", ".join(f"{name} {value:.4f}" for name, value in metrics.items()))
+        print(metrics_line("nerf_coarse", metrics))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from damc_core.config import load_params
 from damc_core.nerf.train import load_inputs, train_fine
-from damc_core.training import RunFolders, distributed
+from damc_core.training import RunFolders, distributed, metrics_line
 
 
 def main() -> None:
@@ -28,7 +28,7 @@ def main() -> None:
         folders = RunFolders(args.out_dir, args.checkpoint_dir, args.log_dir)
         metrics = train_fine(params.nerf_fine, args.coarse, inputs, folders, context)
     if context.is_main:
-        print("nerf_fine: " + ", ".join(f"{name} {value}" for name, value in metrics.items()))
+        print(metrics_line("nerf_fine", metrics))
 
 
 if __name__ == "__main__":

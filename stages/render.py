@@ -15,11 +15,9 @@ from damc_core.media import AUDIO_SAMPLE_RATE, SAMPLES_PER_FRAME, VIDEO_FPS, rea
 from damc_core.nerf.data import load_split, load_subject_audio
 from damc_core.nerf.validation import baseline_frames, render_split, validation_report
 from damc_core.render import TrainedHead, drive, load_trained_head
+from damc_core.renders import GROUND_TRUTH_VIDEO, VALIDATION_VIDEO, tts_video_name
 from damc_core.devices import resolve_device
 from damc_core.tts.synthesis import CLIP_NAME, SPEECH_NAME
-
-VALIDATION_VIDEO = "val.mp4"
-GROUND_TRUTH_VIDEO = "val_gt.mp4"
 
 
 def render_validation(trained: TrainedHead, subject: Path, features: Path, out_dir: Path, params) -> dict:
@@ -60,7 +58,7 @@ def main() -> None:
                                                                          args.out_dir, params), "tts": {}}
     for clip in sorted(path.parent for path in args.tts.glob(f"*/{CLIP_NAME}")):
         speech = clip / SPEECH_NAME
-        frames = drive(trained, read_audio(speech), str(speech), args.out_dir / f"tts_{clip.name}.mp4",
+        frames = drive(trained, read_audio(speech), str(speech), args.out_dir / tts_video_name(clip.name),
                        params.render, params.audio_features, desc=f"render {clip.name}")
         report["tts"][clip.name] = {"frames": frames}
     args.report.parent.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 from damc_core.config import load_params
 from damc_core.sync.data import fingerprint, read_clip_arrays
 from damc_core.sync.train import train_expert
-from damc_core.training import RunFolders, distributed
+from damc_core.training import RunFolders, distributed, metrics_line
 
 
 def main() -> None:
@@ -27,7 +27,7 @@ def main() -> None:
         folders = RunFolders(args.out_dir, args.checkpoint_dir, args.log_dir)
         metrics = train_expert(config, clips, fingerprint(clips), folders, context)
     if context.is_main:
-        print("sync_expert: " + ", ".join(f"{name} {value:.4f}" for name, value in metrics.items()))
+        print(metrics_line("sync_expert", metrics))
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from torch import nn
 
 from damc_core import training
 from damc_core.training import (
+    metrics_line,
     DistributedContext,
     TrainingLog,
     all_reduce_mean,
@@ -28,7 +29,6 @@ from damc_core.training import (
     load_checkpoint,
     save_checkpoint,
     seed_everything,
-    set_learning_rate,
     setup_distributed,
     shard_seed,
     teardown_distributed,
@@ -60,7 +60,7 @@ def draw_batch(rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, rng: np.random.Generator, step: int) -> None:
-    set_learning_rate(optimizer, learning_rate(step, **SCHEDULE))
+    optimizer.param_groups[0]["lr"] = learning_rate(step, **SCHEDULE)
     x, y = draw_batch(rng)
     loss = nn.functional.mse_loss(model(x), y)
     optimizer.zero_grad()
@@ -107,13 +107,6 @@ def test_learning_rate_rises_then_falls() -> None:
 def test_learning_rate_rejects_warmup_longer_than_schedule() -> None:
     with pytest.raises(ValueError, match="warmup_steps"):
         learning_rate(0, base_lr=1.0, warmup_steps=10, total_steps=5)
-
-
-def test_set_learning_rate_sets_every_group() -> None:
-    a, b = nn.Linear(2, 2), nn.Linear(2, 2)
-    optimizer = torch.optim.SGD([{"params": a.parameters()}, {"params": b.parameters(), "lr": 0.5}], lr=0.1)
-    set_learning_rate(optimizer, 0.03)
-    assert [group["lr"] for group in optimizer.param_groups] == [0.03, 0.03]
 
 
 def test_same_seed_same_parameters() -> None:
@@ -264,7 +257,7 @@ def test_ddp_on_cpu_averages_gradients(tmp_path: Path, monkeypatch: pytest.Monke
     optimizer = torch.optim.Adam(model.parameters())
     rngs = [np.random.default_rng(shard_seed(0, DistributedContext(r, 2, r, CPU, r == 0))) for r in range(2)]
     for step in range(5):
-        set_learning_rate(optimizer, learning_rate(step, **SCHEDULE))
+        optimizer.param_groups[0]["lr"] = learning_rate(step, **SCHEDULE)
         batches = [draw_batch(rng) for rng in rngs]
         loss = nn.functional.mse_loss(model(torch.cat([x for x, _ in batches])), torch.cat([y for _, y in batches]))
         optimizer.zero_grad()
@@ -315,3 +308,9 @@ def test_disabled_training_log_writes_nothing(tmp_path: Path, monkeypatch: pytes
         log.log(0, loss=1.0)
         log.summary(psnr=math.pi)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_final_metrics_line_rounds_numbers_and_keeps_reasons() -> None:
+    metrics = {"val_psnr": 36.106066, "lpips": "unavailable: no weights", "train_lpips": None}
+    assert metrics_line("nerf_fine", metrics) == "nerf_fine: val_psnr 36.1061, lpips unavailable: no weights, " \
+                                                  "train_lpips None"

@@ -11,6 +11,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from damc_core.media import AUDIO_SAMPLE_RATE
+
 
 STAND_IN = "stand-in"
 """Model name that selects the small random-init stand-in (well-formed features with no learned content)."""
@@ -140,8 +142,8 @@ def encode(
     if encoder.normalize:
         signal = (signal - signal.mean()) / np.sqrt(signal.var() + 1e-7)
     steps = STEPS_PER_FRAME * n_frames
-    chunk_steps = max(1, round(chunk_s * 16_000 / ENCODER_STRIDE))
-    context_steps = max(0, round(context_s * 16_000 / ENCODER_STRIDE))
+    chunk_steps = max(1, round(chunk_s * AUDIO_SAMPLE_RATE / ENCODER_STRIDE))
+    context_steps = max(0, round(context_s * AUDIO_SAMPLE_RATE / ENCODER_STRIDE))
     pieces = []
     weight = next(encoder.model.parameters())
     chunks = tqdm(range(0, steps, chunk_steps), desc="content encoder", unit="chunk", leave=False)

@@ -42,9 +42,6 @@ It must search every frame afresh: frames are sampled and clips follow one anoth
 from the previous frame reports faces that are gone (e.g. make_detector("mediapipe", video=False)).
 """
 
-RIGID_POINTS = (27, 28, 29, 30, 36, 39, 42, 45)
-"""Landmarks that move with the head but not with speech or expression: nose bridge and eye corners."""
-
 RAW_VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".mov")
 DEFAULT_CROP_RATIO = 1.2
 """Zoom ratio of the face window when a clip has no crop_ratio row (HDTF's most common value)."""
@@ -383,7 +380,7 @@ def _rigid_speed(single: dict[int, np.ndarray]) -> float:
     """Median per-frame speed (pixels) of RIGID_POINTS between consecutive analysed frames; NaN without a pair."""
     indices = sorted(single)
     speeds = [
-        np.linalg.norm(single[after][list(RIGID_POINTS)] - single[before][list(RIGID_POINTS)], axis=1).mean()
+        np.linalg.norm(single[after][list(clipset.RIGID_POINTS)] - single[before][list(clipset.RIGID_POINTS)], axis=1).mean()
         / (after - before)
         for before, after in zip(indices, indices[1:], strict=False)
     ]

@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from damc_core.media import AUDIO_SAMPLE_RATE, SAMPLES_PER_FRAME
 from damc_core.sync.data import SYNC_FRAMES
 from damc_core.sync.models import SyncExpert
 
@@ -47,15 +48,6 @@ SYNCNET_FILE = "syncnet_v2.model"
 
 SYNCNET_URL = f"http://www.robots.ox.ac.uk/~vgg/software/lipsync/data/{SYNCNET_FILE}"
 """Where syncnet_python's download_model.sh fetches `SYNCNET_FILE` from."""
-
-SAMPLE_RATE = 16_000
-"""Audio sample rate SyncNet expects (Hz)."""
-
-FPS = 25
-"""Video frame rate SyncNet expects."""
-
-SAMPLES_PER_FRAME = SAMPLE_RATE // FPS
-"""Audio samples per video frame (640), used by syncnet_python to count the frames the audio covers."""
 
 VIDEO_WINDOW = 5
 """Consecutive video frames in one SyncNet input."""
@@ -134,7 +126,7 @@ def frame_count(n_samples: int, frame_len: int = 400, frame_step: int = 160) -> 
 
 def mfcc(
     audio: np.ndarray,
-    sample_rate: float = SAMPLE_RATE,
+    sample_rate: float = AUDIO_SAMPLE_RATE,
     *,
     winlen: float = 0.025,
     winstep: float = 0.01,

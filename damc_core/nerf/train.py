@@ -26,6 +26,7 @@ from damc_core.sync.train import load_dynamic_encoder
 from damc_core.training import (
     DistributedContext,
     RunFolders,
+    TrainingRun,
     run_fingerprint,
     run_training,
     seed_everything,
@@ -228,8 +229,8 @@ def train_coarse(
         return evaluate_psnr(head, inputs, config.eval_frames) | {"train_psnr": psnr_of_mse(float(colour))}
 
     fingerprint = run_fingerprint(config, inputs.fingerprint(), context.world_size, json.dumps(to_dict(fusion)))
-    metrics = run_training(batch_loss, lambda: evaluate_psnr(head, inputs, config.eval_frames), finish,
-                           {"head": head}, optimizer, training, folders, fingerprint, context, "nerf_coarse")
+    run = TrainingRun("nerf_coarse", {"head": head}, optimizer, training, folders, fingerprint, context)
+    metrics = run_training(run, batch_loss, lambda: evaluate_psnr(head, inputs, config.eval_frames), finish)
     if context.is_main:
         export_head(folders.out_dir, head, inputs.encoder,
                     _bundle_meta(inputs, {"stage": "nerf_coarse", "metrics": metrics}))
@@ -309,8 +310,8 @@ def train_fine(
 
     fingerprint = run_fingerprint(config, inputs.fingerprint(), context.world_size,
                                   _file_sha256(coarse_dir / HEAD_WEIGHTS), lpips_status)
-    metrics = run_training(batch_loss, lambda: evaluate_psnr(head, inputs, config.eval_frames), finish,
-                           {"head": head}, optimizer, training, folders, fingerprint, context, "nerf_fine")
+    run = TrainingRun("nerf_fine", {"head": head}, optimizer, training, folders, fingerprint, context)
+    metrics = run_training(run, batch_loss, lambda: evaluate_psnr(head, inputs, config.eval_frames), finish)
     if context.is_main:
         export_head(folders.out_dir, head, inputs.encoder, _bundle_meta(inputs, {
             "stage": "nerf_fine", "metrics": metrics, "coarse_metrics": coarse_meta["metrics"],

@@ -22,9 +22,6 @@ FRAME_MULTIPLE = 8
 """Frame counts are rounded up to a multiple of this, so the audio (frames x 640 samples) is a whole number of
 1024-sample AAC frames and the muxed audio and video streams have exactly the same length."""
 
-RIGID_POINTS = [27, 28, 29, 30, 36, 39, 42, 45]
-"""Landmarks that move only with the head (nose bridge, eye corners), for the head-motion statistic."""
-
 SIGNALS_NAME = "signals.tsv"
 LANDMARKS_NAME = "landmarks.npy"
 
@@ -143,7 +140,7 @@ def manifest_row(clip_id: str, performance: Performance) -> dict:
     n_frames = len(performance.frames)
     landmarks = performance.landmarks.astype(np.float64)
     face_size = np.ptp(landmarks[:, :, 0], axis=1)
-    rigid = landmarks[:, RIGID_POINTS]
+    rigid = landmarks[:, list(clipset.RIGID_POINTS)]
     speed = np.linalg.norm(np.diff(rigid, axis=0), axis=2).mean(axis=1)
     return {
         "clip_id": clip_id,

@@ -16,6 +16,7 @@ from damc_core.sync.models import DynamicSyncEncoder, LipDecoder, SyncExpert, re
 from damc_core.training import (
     DistributedContext,
     RunFolders,
+    TrainingRun,
     all_reduce_mean,
     export_weights,
     run_fingerprint,
@@ -83,18 +84,11 @@ def _final_metrics(held_out: Callable[[], dict], step_fn: Callable[[SyncBatch], 
 
 
 def _train(
-    step_fn: Callable[[SyncBatch], torch.Tensor],
-    evaluate: Callable[[], dict],
-    models: dict[str, torch.nn.Module],
-    optimizer: torch.optim.Optimizer,
+    run: TrainingRun, step_fn: Callable[[SyncBatch], torch.Tensor], evaluate: Callable[[], dict],
     train: list[ClipArrays],
-    training: TrainingConfig,
-    folders: RunFolders,
-    fingerprint: str,
-    context: DistributedContext,
-    desc: str,
 ) -> dict:
     """run_training with batches of clip windows drawn from a generator seeded by (seed, rank, step)."""
+    training, context = run.training, run.context
     data_seed = shard_seed(training.seed, context)
 
     def step_loss(step: int) -> torch.Tensor:
@@ -103,8 +97,8 @@ def _train(
     def held_out() -> dict:
         return {f"held_out_{name}": value for name, value in evaluate().items()}
 
-    return run_training(step_loss, held_out, lambda: _final_metrics(held_out, step_fn, train, training, context),
-                        models, optimizer, training, folders, fingerprint, context, desc)
+    return run_training(run, step_loss, held_out,
+                        lambda: _final_metrics(held_out, step_fn, train, training, context))
 
 
 def train_expert(
@@ -134,8 +128,8 @@ def train_expert(
         return _evaluate(held_out, config.eval_batches, config.training.batch_size, config.training.seed, metric)
 
     fingerprint = run_fingerprint(config, data_fingerprint, context.world_size)
-    metrics = _train(step_fn, evaluate, {"expert": expert}, optimizer, train, config.training, folders, fingerprint,
-                     context, "sync_expert")
+    run = TrainingRun("sync_expert", {"expert": expert}, optimizer, config.training, folders, fingerprint, context)
+    metrics = _train(run, step_fn, evaluate, train)
     if context.is_main:
         meta = {
             "model": "SyncExpert (damc_core.sync.models)",
@@ -211,8 +205,9 @@ def train_encoder(
         return _evaluate(held_out, ENCODER_EVAL_BATCHES, config.training.batch_size, config.training.seed, metric)
 
     fingerprint = run_fingerprint(config, data_fingerprint, context.world_size, expert_meta["training_data_sha256"])
-    metrics = _train(step_fn, evaluate, {"reconstructor": reconstructor}, optimizer, train, config.training,
-                     folders, fingerprint, context, "sync_encoder")
+    run = TrainingRun("sync_encoder", {"reconstructor": reconstructor}, optimizer, config.training, folders,
+                      fingerprint, context)
+    metrics = _train(run, step_fn, evaluate, train)
     if context.is_main:
         meta = {
             "model": "DynamicSyncEncoder (damc_core.sync.models)",
