@@ -372,18 +372,18 @@ def run_training(
     run: TrainingRun,
     step_loss: Callable[[int], torch.Tensor],
     evaluate: Callable[[], dict[str, float]],
-    finish: Callable[[], dict[str, float | str | None]],
+    finish: Callable[[dict[str, float]], dict[str, float | str | None]],
 ) -> dict[str, float | str | None]:
     """The flat training loop every stage shares: schedule, logging, periodic evaluation, checkpoints, resume.
 
     `step_loss(step)` draws step `step`'s batch (from a generator seeded by the step, so a resumed run draws exactly
     the batches an uninterrupted one would, with no sampler state to restore) and returns its loss. Each parameter
     group follows `learning_rate` with its own peak: its `lr` when the optimizer was made. `evaluate()` is logged every
-    `eval_every` steps and at the end; `finish()` gives the final metrics, logged as the summary and returned. The
+    `eval_every` steps and at the end; `finish(evaluation)` turns that last evaluation into the final metrics, logged
+    as the summary and returned. The
     checkpoint is deleted once the run has finished: it exists to resume interrupted runs. With several processes,
     gradients are averaged over them: by DDP for models wrapped in it, else here (average_gradients)."""
     models, optimizer, training, context = run.models, run.optimizer, run.training, run.context
-    desc = run.name
     for group in optimizer.param_groups:
         group.setdefault("peak_lr", group["lr"])
     checkpoint = checkpoint_path(run.folders.checkpoint_dir, run.fingerprint)
@@ -391,10 +391,10 @@ def run_training(
     if checkpoint.exists():
         start = load_checkpoint(checkpoint, models=models, optimizers={"main": optimizer})["step"]
         if context.is_main:
-            print(f"{desc}: resuming from step {start} ({checkpoint})")
+            print(f"{run.name}: resuming from step {start} ({checkpoint})")
     # Log rows are stamped with the number of steps done, so the rows up to `start` came before the checkpoint.
     with TrainingLog(run.folders.log_dir, enabled=context.is_main, resume_step=start + 1 if start else None) as log:
-        progress = tqdm(range(start, training.steps), initial=start, total=training.steps, desc=desc,
+        progress = tqdm(range(start, training.steps), initial=start, total=training.steps, desc=run.name,
                         disable=not context.is_main, leave=False, mininterval=5.0)
         for step in progress:
             for group in optimizer.param_groups:
@@ -412,11 +412,12 @@ def run_training(
                 log.log(done, train_loss=value, learning_rate=optimizer.param_groups[0]["lr"])
                 progress.set_postfix(loss=f"{value:.4f}")
             if done % training.eval_every == 0 or done == training.steps:
-                log.log(done, **evaluate())
+                evaluation = evaluate()
+                log.log(done, **evaluation)
             if done % training.checkpoint_every == 0 and context.is_main:
                 save_checkpoint(checkpoint, step=done, models=models, optimizers={"main": optimizer})
         check_ranks_agree(models, context)
-        final = finish()
+        final = finish(evaluation if start < training.steps else evaluate())  # a run resumed at its end evaluates here
         log.summary(**final)
     if context.is_main:
         checkpoint.unlink(missing_ok=True)  # finished: a rerun (e.g. after a code change) starts afresh

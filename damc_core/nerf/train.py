@@ -223,10 +223,10 @@ def train_coarse(
         colour, opacity = batch_losses(step)
         return colour + config.opacity_weight * opacity
 
-    def finish() -> dict[str, float]:
+    def finish(evaluation: dict[str, float]) -> dict[str, float]:
         with torch.no_grad():
             colour, _ = batch_losses(training.steps)
-        return evaluate_psnr(head, inputs, config.eval_frames) | {"train_psnr": psnr_of_mse(float(colour))}
+        return evaluation | {"train_psnr": psnr_of_mse(float(colour))}
 
     fingerprint = run_fingerprint(config, inputs.fingerprint(), context.world_size, json.dumps(to_dict(fusion)))
     run = TrainingRun("nerf_coarse", {"head": head}, optimizer, training, folders, fingerprint, context)
@@ -301,10 +301,10 @@ def train_fine(
         loss = colour + config.opacity_weight * opacity
         return loss if lpips is None else loss + config.lpips_weight * lpips
 
-    def finish() -> dict[str, float | str]:
+    def finish(evaluation: dict[str, float]) -> dict[str, float | str]:
         with torch.no_grad():
             colour, _, lpips = patch_losses(training.steps)
-        final = evaluate_psnr(head, inputs, config.eval_frames) | {"train_psnr": psnr_of_mse(float(colour))}
+        final = evaluation | {"train_psnr": psnr_of_mse(float(colour))}
         final["train_lpips"] = None if lpips is None else float(lpips)
         return final | {"lpips": lpips_status}
 

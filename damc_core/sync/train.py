@@ -73,10 +73,10 @@ def _evaluate(held_out: list[ClipArrays], batches: int, batch_size: int, seed: i
     return {name: float(np.mean([result[name] for result in results])) for name in results[0]}
 
 
-def _final_metrics(held_out: Callable[[], dict], step_fn: Callable[[SyncBatch], torch.Tensor],
+def _final_metrics(held_out: dict, step_fn: Callable[[SyncBatch], torch.Tensor],
                    train: list[ClipArrays], training: TrainingConfig, context: DistributedContext) -> dict:
-    """Held-out metrics and the training loss on one more batch, for the summary."""
-    final = held_out()
+    """The last held-out metrics and the training loss on one more batch, for the summary."""
+    final = dict(held_out)
     rng = np.random.default_rng([shard_seed(training.seed, context), training.steps])
     with torch.no_grad():
         final["train_loss"] = float(all_reduce_mean(step_fn(sample_batch(train, training.batch_size, rng)), context))
@@ -98,7 +98,7 @@ def _train(
         return {f"held_out_{name}": value for name, value in evaluate().items()}
 
     return run_training(run, step_loss, held_out,
-                        lambda: _final_metrics(held_out, step_fn, train, training, context))
+                        lambda evaluation: _final_metrics(evaluation, step_fn, train, training, context))
 
 
 def train_expert(
