@@ -32,13 +32,13 @@ def speechlike(seconds: float) -> np.ndarray:
 def hubert_large():
     from transformers import HubertConfig, HubertForCTC
 
-    from damc_core.audio.content import ENGLISH_CTC_VOCAB, ContentEncoder
+    from damc_core.audio.content import ENGLISH_CTC_VOCAB, CTCEncoder
 
     config = HubertConfig(
         vocab_size=32, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
         feat_extract_norm="layer", do_stable_layer_norm=True, conv_bias=True,
     )
-    return ContentEncoder(HubertForCTC(config).eval(), "hubert-large (random init)", ENGLISH_CTC_VOCAB, True, False)
+    return CTCEncoder(HubertForCTC(config).eval(), "hubert-large (random init)", ENGLISH_CTC_VOCAB, True, False)
 
 
 def run_one(extractor: str, seconds: float) -> dict:

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from damc_core.errors import InputError
+
 MANIFEST_NAME = "manifest.csv"
 CLIPS_FOLDER = "clips"
 MANIFEST_COLUMNS = {
@@ -29,7 +31,7 @@ RIGID_POINTS = (27, 28, 29, 30, 36, 39, 42, 45)
 head_motion is their speed."""
 
 
-class ClipSetError(ValueError):
+class ClipSetError(InputError, ValueError):
     """A clip set on disk is incomplete or malformed."""
 
 

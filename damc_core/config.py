@@ -11,12 +11,13 @@ from typing import Any, TypeVar
 
 import yaml
 
-from damc_core.params import Params
+from damc_core.errors import InputError
+from damc_core.params import Params, Range
 
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError, ValueError):
     """A params file does not match its schema; the message names the file and the key."""
 
 
@@ -56,6 +57,8 @@ def _convert(value: Any, hint: Any, *, key: str, source: str) -> Any:
         return _build_dataclass(value, hint, key=key, source=source)
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
+    if origin is typing.Annotated:
+        return _convert_annotated(value, args, key=key, source=source)
     if origin is typing.Literal:
         if value not in args:
             choices = ", ".join(repr(choice) for choice in args)
@@ -88,11 +91,23 @@ def _build_dataclass(value: Any, schema: type, *, key: str, source: str) -> Any:
     if missing:
         names = ", ".join(_join(key, name) for name in missing)
         _fail(source, key, f"missing key(s) {names}")
-    hints = typing.get_type_hints(schema)
+    hints = typing.get_type_hints(schema, include_extras=True)
     kwargs = {
         name: _convert(value[name], hints[name], key=_join(key, name), source=source) for name in fields
     }
-    return schema(**kwargs)
+    try:
+        return schema(**kwargs)
+    except ValueError as error:  # a cross-field check of the section (its __post_init__)
+        _fail(source, key, str(error))
+
+
+def _convert_annotated(value: Any, args: tuple, *, key: str, source: str) -> Any:
+    """A value of `Annotated[type, Range(...)]`: converted to the type, then checked against the range."""
+    converted = _convert(value, args[0], key=key, source=source)
+    for bounds in args[1:]:
+        if isinstance(bounds, Range) and not bounds.contains(converted):
+            _fail(source, key, f"must be {bounds}, got {value!r}")
+    return converted
 
 
 def _convert_tuple(value: Any, args: tuple, *, key: str, source: str) -> tuple:

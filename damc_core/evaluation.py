@@ -12,14 +12,12 @@ import numpy as np
 import torch
 
 from damc_core.audio.mel import log_mel_windows
+from damc_core.face.landmarks import BACKEND_JUDGES
+from damc_core.metrics.fid import FidUnavailable, fid_features, fid_from_features, load_fid_inception
 from damc_core.metrics.image import (
     STILL_FRAME_BASELINES,
-    FidUnavailable,
     detect_landmarks,
-    fid_features,
-    fid_from_features,
     lmd_per_frame,
-    load_fid_inception,
     lpips_per_frame,
     psnr_per_frame,
     still_frame_baselines,
@@ -39,9 +37,11 @@ from damc_core.sync.models import SyncExpert
 
 PSNR_BACKEND = "full frame in [0, 1], -10 log10(MSE), mean over frames (damc_core.metrics.image; capped at 100 dB)"
 BASELINE_BACKEND = "PSNR as above of a trivial head that shows {} in place of every rendered frame"
-LMD_BACKEND = "mouth landmarks 48-67, each set mean-centred, mean L2 in pixels, mean over frames; landmarks: {}"
+LMD_BACKEND = ("mouth landmarks 48-67, each set mean-centred, mean L2 in pixels, mean over the frames where both sets "
+               "have a face; landmarks: {}; {}")
 LPIPS_BACKEND = "LPIPS v0.1 AlexNet, inputs in [-1, 1], full frame, mean over frames (damc_core.metrics.lpips); {}"
-FID_BACKEND = "Frechet distance of pytorch-fid InceptionV3 pool features, all GT vs all rendered frames; {}"
+FID_BACKEND = ("Frechet distance of pytorch-fid's FID InceptionV3 pool3 features (damc_core.metrics.inception, "
+               "plain PyTorch), all GT vs all rendered frames; {}")
 SYNCNET_BACKEND = ("syncnet_python definitions (13-d MFCC at 100 Hz, 5-frame windows, offsets +-{}): {}; face crops "
                    "from {} landmarks (square box + {:.0%} margin, 224x224), not S3FD")
 EXPERT_BACKEND = ("OUR lip-sync expert (sync_expert stage, {}), same statistics as LSE-C / LSE-D over offsets +-{} "
@@ -103,6 +103,16 @@ def _mean_or_reason(values: np.ndarray, backend: str, what: str) -> Metric:
     return Metric(float(finite.mean()), None, backend)
 
 
+def _lmd(lmd: np.ndarray, rendered: np.ndarray, truth: np.ndarray, config: EvaluateConfig) -> Metric:
+    """The mean per-frame LMD of (T, 68, 2) rendered and ground-truth landmarks (NaN rows: no face); its backend names
+    the landmark judge and counts the frames without a face in each set."""
+    rendered_missing, truth_missing = (int(np.isnan(landmarks).all(axis=(1, 2)).sum()) for landmarks in (rendered, truth))
+    faces = (f"no face in {rendered_missing} of {len(rendered)} rendered and {truth_missing} of {len(truth)} "
+             "ground-truth frames")
+    return _mean_or_reason(lmd, LMD_BACKEND.format(BACKEND_JUDGES[config.landmarks], faces),
+                           f"both sets have a face ({faces})")
+
+
 def evaluate_validation(
     rendered: np.ndarray, truth: np.ndarray, train: np.ndarray, audio: np.ndarray, config: EvaluateConfig,
     backends: Backends,
@@ -120,7 +130,7 @@ def evaluate_validation(
         **{f"psnr_{name}": Metric(float(psnr_per_frame(frames, truth).mean()), None,
                                   BASELINE_BACKEND.format(STILL_FRAME_BASELINES[name]))
            for name, frames in still_frame_baselines(train, len(truth)).items()},
-        "lmd": _mean_or_reason(lmd, LMD_BACKEND.format(config.landmarks), "both faces were found"),
+        "lmd": _lmd(lmd, landmarks_rendered, landmarks_truth, config),
     }
     lpips_backend = LPIPS_BACKEND.format(f"backbone {config.lpips.backbone}, heads {config.lpips.linear_heads}")
     if backends.lpips is None:

@@ -1,28 +1,35 @@
 """A static HTML gallery of results: one self-contained page, openable from disk in any browser.
 
-Per subject the page shows the ground-truth and rendered validation videos side by side, the TTS-driven videos, our
+Per subject the page shows the ground-truth and rendered validation videos side by side (each with a poster: its
+first frame, so nothing is black before play), the TTS-driven videos, stills of the validation frames with the mouth
+closed and open (real | rendered | error x4), mouth crops over time, the real and rendered mouth-opening curves, our
 metrics (a null number is shown as "n/a" with its reason as a tooltip and a footnote), the paper's Table 1 with our
 row beneath it for reference, and the training curves as inline SVG line charts drawn from dvclive TSV files.
 
-The page needs no server and no network: CSS is inline, there are no fonts, images or scripts from elsewhere, and
-videos are referenced by paths relative to the HTML file (so the page and the videos move together). Its one inline
-script only records, on each <video> element, what the browser loaded (see `VIDEO_PROBE_SCRIPT`). The same input
-gives the same bytes: nothing depends on time, locale or the machine, and all numbers are formatted explicitly.
+The page needs no server and no network: CSS is inline, there are no fonts or scripts from elsewhere, and videos and
+images are referenced by paths relative to the HTML file; the images are files in a folder beside the page (see
+`write_gallery`). Its one inline script only records, on each <video> and <img>, what the browser loaded (see
+`PROBE_SCRIPT`). The same input gives the same bytes, page and images: nothing depends on time, locale or the
+machine, and all numbers are formatted explicitly.
 """
 
 from __future__ import annotations
 
-import csv
 import html
 import math
 import os
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from damc_core.staging import staged_file
+import numpy as np
+
+from damc_core.gallery_charts import read_curve, svg_chart, svg_line_chart
+from damc_core.gallery_figures import ERROR_GAIN, ValidationFigures, encode_image, first_frame
+from damc_core.staging import staged_directory, staged_file
 
 PAPER_TABLE_1: dict[str, dict[str, float]] = {
     "Wav2Lip": {"PSNR": 27.123, "LPIPS": 0.068, "FID": 20.911, "LMD": 5.956, "Sync": 8.932},
@@ -51,15 +58,32 @@ OUR_KEYS_FOR_PAPER_COLUMN: dict[str, tuple[str, ...]] = {
 }
 """Which of our metric names (compared case-insensitively) fills each column of our row in the reference table."""
 
-MAX_CURVE_POINTS = 1000
-"""A curve with more points is drawn from this many, evenly spaced over its steps (first and last included)."""
+FIGURES_OWNER = "gallery"
+"""Writer named in the figures folder's marker (damc_core.staging): the gallery replaces only a folder it wrote."""
 
-VIDEO_PROBE_SCRIPT = """\
-// Records what the browser loaded, for tests and for debugging a page whose videos do not play; harmless otherwise.
+MOUTH_STRIP_ZOOM = 2
+"""The mouth crops are shown this many times their size (pixelated, not smoothed)."""
+
+PROBE_SCRIPT = """\
+// Records what the browser loaded, for tests and for debugging a page whose media do not show; harmless otherwise.
 // On each <video>: data-duration (seconds) and data-size (WxH) once its metadata has loaded, data-first-frame once
-// its first frame is decoded, data-error (the MediaError code) if it fails to load.
+// its first frame is decoded, data-error (the MediaError code) if it fails to load, data-poster-width (the poster
+// image's natural width; 0 if it failed to load). On each <img>: data-natural-width (0 if it failed to load).
 (function () {
   function isVideo(node) { return node && node.tagName === 'VIDEO'; }
+  function isImage(node) { return node && node.tagName === 'IMG'; }
+  function image(img) { if (img.complete) img.setAttribute('data-natural-width', String(img.naturalWidth)); }
+  function poster(video) {
+    if (!video.poster || video.hasAttribute('data-poster-width')) return;
+    var probe = new Image();
+    probe.onload = function () { video.setAttribute('data-poster-width', String(probe.naturalWidth)); };
+    probe.onerror = function () { video.setAttribute('data-poster-width', '0'); };
+    probe.src = video.poster;
+  }
+  function scan() {
+    Array.prototype.forEach.call(document.querySelectorAll('video'), function (v) { metadata(v); poster(v); });
+    Array.prototype.forEach.call(document.querySelectorAll('img'), image);
+  }
   function metadata(video) {
     if (video.readyState >= 1) {
       video.setAttribute('data-duration', String(video.duration));
@@ -69,12 +93,13 @@ VIDEO_PROBE_SCRIPT = """\
   }
   document.addEventListener('loadedmetadata', function (e) { if (isVideo(e.target)) metadata(e.target); }, true);
   document.addEventListener('loadeddata', function (e) { if (isVideo(e.target)) metadata(e.target); }, true);
+  document.addEventListener('load', function (e) { if (isImage(e.target)) image(e.target); }, true);
   document.addEventListener('error', function (e) {
     if (isVideo(e.target) && e.target.error) e.target.setAttribute('data-error', String(e.target.error.code));
+    if (isImage(e.target)) e.target.setAttribute('data-natural-width', '0');
   }, true);
-  document.addEventListener('DOMContentLoaded', function () {
-    Array.prototype.forEach.call(document.querySelectorAll('video'), metadata);
-  });
+  document.addEventListener('DOMContentLoaded', scan);
+  window.addEventListener('load', scan);
 })();
 """
 """The page's only script, inline in its head; the gallery works without it (e.g. with scripts disabled)."""
@@ -87,6 +112,9 @@ nav ul { list-style: none; padding: 0; display: flex; flex-wrap: wrap; gap: .4re
 .videos { display: flex; flex-wrap: wrap; gap: 1rem; }
 figure { margin: 0; } figcaption { font-size: .9rem; color: #555; }
 video { width: 320px; max-width: 100%; background: #000; display: block; }
+.stills, .mouth { display: flex; flex-wrap: wrap; gap: 1rem; }
+figure img { display: block; max-width: 100%; height: auto; background: #fff; }
+.mouth img { image-rendering: pixelated; }
 table { border-collapse: collapse; margin: .4rem 0; font-size: .92rem; background: #fff; }
 th, td { border: 1px solid #ccc; padding: .25rem .6rem; text-align: right; }
 th:first-child, td:first-child { text-align: left; }
@@ -97,7 +125,7 @@ ol.notes { font-size: .85rem; color: #444; }
 svg.chart { background: #fff; border: 1px solid #ddd; }
 svg.chart text { font-size: 11px; fill: #333; } svg.chart .title { font-size: 12px; font-weight: 600; }
 svg.chart .grid { stroke: #e5e5e5; } svg.chart .axis { stroke: #555; }
-svg.chart .line { fill: none; stroke: #1f6fb2; stroke-width: 1.5; }
+svg.chart .line { fill: none; stroke-width: 1.5; }
 footer { margin-top: 3rem; font-size: .8rem; color: #666; }
 """
 
@@ -108,8 +136,10 @@ class SubjectResults:
 
     metrics: metric name -> {"value": float or None, "reason": why the value is None (or None), "backend": what
     produced it}, shown in the given order. curves: chart title -> a dvclive TSV (columns `step` and the value).
-    tts_videos: label -> video. All paths must exist when the gallery is written; they may be relative to the
-    working directory or absolute, and the page links them relative to its own location.
+    tts_videos: label -> video. validation: the stills, mouth crops and opening curves
+    (damc_core.gallery_figures.load_validation_figures), or None to show none. All paths must exist when the gallery
+    is written; they may be relative to the working directory or absolute, and the page links them relative to its
+    own location.
     """
 
     name: str
@@ -118,22 +148,67 @@ class SubjectResults:
     tts_videos: dict[str, Path] = field(default_factory=dict)
     metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
     curves: dict[str, Path] = field(default_factory=dict)
+    validation: ValidationFigures | None = None
 
 
-def write_gallery(path: Path, subjects: list[SubjectResults], paper_table: dict, title: str) -> None:
-    """Write the gallery page to ``path`` (an .html file, its folder created if needed; replaced atomically).
+class _Images:
+    """The page's image files, collected (encoded) while its HTML is built and written with it."""
 
+    def __init__(self, folder: Path, page_dir: Path) -> None:
+        self.folder, self.page_dir = folder, page_dir
+        self.files: dict[str, bytes] = {}
+        self._posters: dict[Path, bytes] = {}  # video -> its poster's bytes (a video may be shown twice)
+
+    def add(self, name: str, image: np.ndarray, alt: str, zoom: int = 1) -> str:
+        """Store `image` as `name` (relative to the folder; .png or .jpg) and return its <img> element."""
+        self.files[name] = encode_image(image, Path(name).suffix)
+        height, width = image.shape[:2]
+        return (f'<img src="{self.url(name)}" width="{width * zoom}" height="{height * zoom}" '
+                f'alt="{_attr(alt)}">')
+
+    def poster(self, name: str, video: Path) -> str:
+        """Store the first frame of `video` as `name` and return the URL of it, for a poster attribute."""
+        key = Path(os.path.abspath(video))
+        if key not in self._posters:
+            self._posters[key] = encode_image(first_frame(video), Path(name).suffix)
+        self.files[name] = self._posters[key]
+        return self.url(name)
+
+    def url(self, name: str) -> str:
+        return relative_url(self.folder / name, self.page_dir)
+
+
+def write_gallery(
+    path: Path, subjects: list[SubjectResults], paper_table: dict, title: str, *,
+    figures_dir: Path | None = None, experiments_page: Path | None = None,
+) -> None:
+    """Write the gallery page to ``path`` (an .html file, its folder created if needed) and its images to
+    ``figures_dir`` (default: the page's path without its suffix, e.g. reports/gallery/), one folder per subject.
+
+    Both are replaced atomically; the figures folder is the gallery's own (damc_core.staging.staged_directory
+    refuses to replace a folder of other files).
     paper_table: method -> column -> value, usually `PAPER_TABLE_1`; our row beneath it takes each column from the
     metric named as `OUR_KEYS_FOR_PAPER_COLUMN` says (or the column's own name, case-insensitively).
-    Raises FileNotFoundError naming the file when a video or curve file does not exist, and ValueError when a curve
-    file has no `step` column or no single value column.
+    experiments_page: an existing page to link from the top (scripts/experiments_table.py writes one).
+    Raises FileNotFoundError naming the file when a video, curve file or the experiments page does not exist,
+    ValueError when a curve file has no `step` column or no single value column, when two subjects share a name,
+    or when the figures folder would hold the page.
     """
     path = Path(path)
     page_dir = Path(os.path.abspath(path.parent))
+    figures = Path(os.path.abspath(figures_dir if figures_dir is not None else path.with_suffix("")))
+    if page_dir == figures or page_dir.is_relative_to(figures):
+        raise ValueError(f"gallery figures folder {figures} would contain the page {path}: pick a folder of its own")
+    names = [subject.name for subject in subjects]
+    if len(set(names)) != len(names):
+        raise ValueError(f"gallery subjects must have distinct names, got {names}")
     for subject in subjects:
         for file in (subject.gt_video, subject.rendered_video, *subject.tts_videos.values(), *subject.curves.values()):
             if not Path(file).is_file():
                 raise FileNotFoundError(f"gallery of {subject.name!r}: {file} does not exist")
+    if experiments_page is not None and not Path(experiments_page).is_file():
+        raise FileNotFoundError(f"gallery: experiments page {experiments_page} does not exist")
+    images = _Images(figures, page_dir)
     columns = _columns(paper_table)
     parts = [
         "<!DOCTYPE html>",
@@ -143,11 +218,14 @@ def write_gallery(path: Path, subjects: list[SubjectResults], paper_table: dict,
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{_text(title)}</title>",
         f"<style>\n{STYLE}</style>",
-        f"<script>\n{VIDEO_PROBE_SCRIPT}</script>",
+        f"<script>\n{PROBE_SCRIPT}</script>",
         "</head>",
         "<body>",
         f"<h1>{_text(title)}</h1>",
     ]
+    if experiments_page is not None:
+        parts.append(f'<p class="links"><a href="{relative_url(Path(experiments_page), page_dir)}">All experiments '
+                     "(dvc exp show): fusion mode, dimension and metrics of each</a></p>")
     if subjects:
         parts.append("<nav><ul>")
         parts += [f'<li><a href="#{_subject_id(i)}">{_text(s.name)}</a></li>' for i, s in enumerate(subjects)]
@@ -155,31 +233,42 @@ def write_gallery(path: Path, subjects: list[SubjectResults], paper_table: dict,
     else:
         parts.append("<p>No subjects.</p>")
     for index, subject in enumerate(subjects):
-        parts += _subject_section(subject, _subject_id(index), page_dir, paper_table, columns)
+        parts += _subject_section(subject, _subject_id(index), page_dir, paper_table, columns,
+                                  images, _subject_folder(subject.name, index))
     parts += [
-        ("<footer><p>Static page: videos are linked relative to this file; nothing is fetched from the network. "
-         "The inline script only records on each video element what the browser loaded (data-duration, data-size, "
-         "data-first-frame, data-error), for tests and debugging.</p></footer>"),
+        ("<footer><p>Static page: videos and images are linked relative to this file; nothing is fetched from the "
+         "network. The inline script only records on each video and image what the browser loaded (data-duration, "
+         "data-size, data-first-frame, data-error, data-poster-width, data-natural-width), for tests and "
+         "debugging.</p></footer>"),
         "</body>",
         "</html>",
         "",
     ]
-    with staged_file(path) as partial:
-        partial.write_text("\n".join(parts), encoding="utf-8", newline="\n")
+    with staged_directory(figures, FIGURES_OWNER) as staging:
+        for name, data in images.files.items():
+            (staging / name).parent.mkdir(parents=True, exist_ok=True)
+            (staging / name).write_bytes(data)
+        with staged_file(path) as partial:
+            partial.write_text("\n".join(parts), encoding="utf-8", newline="\n")
 
 
 def _subject_section(
     subject: SubjectResults, sid: str, page_dir: Path, paper_table: Mapping[str, Mapping[str, float]],
-    columns: list[str],
+    columns: list[str], images: _Images, folder: str,
 ) -> list[str]:
     parts = [f'<section class="subject" id="{sid}">', f"<h2>{_text(subject.name)}</h2>",
              "<h3>Validation: ground truth and rendered</h3>", '<div class="videos pair">',
-             _video(subject.gt_video, "Ground truth", "gt", page_dir),
-             _video(subject.rendered_video, "Rendered", "rendered", page_dir), "</div>"]
+             _video(subject.gt_video, "Ground truth", "gt", page_dir, images.poster(f"{folder}/poster_gt.jpg",
+                                                                                   subject.gt_video)),
+             _video(subject.rendered_video, "Rendered", "rendered", page_dir,
+                    images.poster(f"{folder}/poster_rendered.jpg", subject.rendered_video)), "</div>"]
     if subject.tts_videos:
         parts += ["<h3>TTS-driven</h3>", '<div class="videos tts">']
-        parts += [_video(video, label, "tts", page_dir) for label, video in subject.tts_videos.items()]
+        parts += [_video(video, label, "tts", page_dir, images.poster(f"{folder}/poster_tts_{number}.jpg", video))
+                  for number, (label, video) in enumerate(subject.tts_videos.items(), start=1)]
         parts.append("</div>")
+    if subject.validation is not None:
+        parts += _validation_figures(subject.validation, images, folder)
 
     notes: list[tuple[str, str]] = []  # (note id, text) of the null values, numbered in order of appearance
     parts += ["<h3>Metrics</h3>", '<table class="metrics">',
@@ -271,13 +360,58 @@ def _column_header(column: str) -> str:
     return column + (" \u2191" if HIGHER_IS_BETTER[column] else " \u2193")
 
 
-def _video(video: Path, caption: str, kind: str, page_dir: Path) -> str:
-    src = _relative_url(Path(video), page_dir)
-    return (f'<figure class="{kind}"><video controls muted loop playsinline preload="metadata" src="{src}"></video>'
-            f'<figcaption>{_text(caption)} (<a href="{src}">{_text(Path(video).name)}</a>)</figcaption></figure>')
+def _validation_figures(figures: ValidationFigures, images: _Images, folder: str) -> list[str]:
+    """Stills with the mouth closed and open, the mouth strip and the opening curves of one subject."""
+    parts = ["<h3>Validation stills: mouth closed and open</h3>"]
+    if figures.stills:
+        parts.append('<div class="stills">')
+        for still in figures.stills:
+            name = f"{folder}/still_{still.key}.png"
+            alt = f"{still.label}: real, rendered and error of frame {still.frame_id}"
+            parts.append(f'<figure class="still">{images.add(name, still.strip, alt)}<figcaption>'
+                         f"{_text(still.label.capitalize())}: frame {still.frame_id} (inner-lip opening real "
+                         f"{_px(still.opening_real)}, rendered {_px(still.opening_rendered)}). Left to right: real, "
+                         f"rendered, |real − rendered| × {ERROR_GAIN}.</figcaption></figure>")
+        parts.append("</div>")
+    else:
+        parts.append(f'<p class="na">No stills: {_text(figures.stills_reason or "no frames")}.</p>')
+    frames = ", ".join(str(frame) for frame in figures.mouth_frame_ids)
+    parts += ["<h3>Mouth over time</h3>", '<div class="mouth"><figure class="mouth-strip">',
+              images.add(f"{folder}/mouth.png", figures.mouth_strip, "mouth crops, real above rendered",
+                         MOUTH_STRIP_ZOOM),
+              f"<figcaption>Mouth crops of {len(figures.mouth_frame_ids)} evenly spaced validation frames "
+              f"({frames}): real above, rendered below (shown × {MOUTH_STRIP_ZOOM}).</figcaption></figure></div>"]
+    frame_ids = [float(frame) for frame in figures.frame_ids]
+    chart = svg_chart({"real": list(zip(frame_ids, figures.opening_real.tolist(), strict=True)),
+                       "rendered": list(zip(frame_ids, figures.opening_rendered.tolist(), strict=True))},
+                      title="Mouth opening over the validation frames", x_label="frame",
+                      y_label="inner-lip opening (px)", width=640)
+    parts += ["<h3>Mouth opening: real and rendered</h3>", '<figure class="opening">', chart,
+              f"<figcaption>{_text(figures.opening_source)}; frames where no face was found are left out."
+              "</figcaption></figure>"]
+    return parts
 
 
-def _relative_url(target: Path, page_dir: Path) -> str:
+def _px(value: float) -> str:
+    return f"{value:.1f} px" if math.isfinite(value) else "n/a (no face found)"
+
+
+def _video(video: Path, caption: str, kind: str, page_dir: Path, poster: str) -> str:
+    src = relative_url(Path(video), page_dir)
+    return (f'<figure class="{kind}"><video controls muted loop playsinline preload="metadata" poster="{poster}" '
+            f'src="{src}"></video><figcaption>{_text(caption)} (<a href="{src}">{_text(Path(video).name)}</a>)'
+            "</figcaption></figure>")
+
+
+SAFE_FOLDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+"""A subject name used as is for its figures folder; other names get `_subject-<n>` (which none of these is)."""
+
+
+def _subject_folder(name: str, index: int) -> str:
+    return name if SAFE_FOLDER_NAME.fullmatch(name) else f"_subject-{index + 1}"
+
+
+def relative_url(target: Path, page_dir: Path) -> str:
     """URL of target relative to page_dir, percent-encoded (spaces, #, ?, non-ASCII) and escaped for an attribute."""
     relative = os.path.relpath(os.path.abspath(target), page_dir)
     return _attr(quote(Path(relative).as_posix(), safe="/-._~"))
@@ -301,111 +435,3 @@ def _text(text: str) -> str:
 
 def _attr(text: str) -> str:
     return html.escape(str(text), quote=True)
-
-
-# -------------------------------------------------------------------------------------------------------- curves/SVG
-
-
-def read_curve(tsv: Path) -> tuple[str, list[tuple[float, float]]]:
-    """(value column name, [(step, value), ...]) of a dvclive metric TSV (columns `step`, the value, and optionally
-    `timestamp`); the value column is the one named like the file, else the only other one. Empty cells are skipped.
-    """
-    with tsv.open(newline="", encoding="utf-8") as file:
-        reader = csv.DictReader(file, delimiter="\t")
-        fields = list(reader.fieldnames or [])
-        rows = list(reader)
-    others = [name for name in fields if name not in ("step", "timestamp")]
-    column = tsv.stem if tsv.stem in others else (others[0] if len(others) == 1 else None)
-    if "step" not in fields or column is None:
-        raise ValueError(f"{tsv} is not a dvclive metric TSV: expected a `step` column and one value column, "
-                         f"got columns {fields}")
-    points = []
-    for row in rows:
-        step, value = (row.get("step") or "").strip(), (row.get(column) or "").strip()
-        if step and value:
-            points.append((float(step), float(value)))
-    return column, points
-
-
-def svg_line_chart(
-    points: Sequence[tuple[float, float]],
-    *,
-    title: str,
-    x_label: str,
-    y_label: str,
-    width: int = 440,
-    height: int = 260,
-) -> str:
-    """An inline <svg> line chart of (x, y) points: polyline, axes with ticks and grid, axis labels and title.
-
-    Non-finite points are left out; more than `MAX_CURVE_POINTS` are thinned evenly. Pure text, deterministic.
-    """
-    finite = sorted((float(x), float(y)) for x, y in points if math.isfinite(x) and math.isfinite(y))
-    if len(finite) > MAX_CURVE_POINTS:
-        last = len(finite) - 1
-        finite = [finite[round(i * last / (MAX_CURVE_POINTS - 1))] for i in range(MAX_CURVE_POINTS)]
-    left, right, top, bottom = 72, 24, 26, 42
-    plot_w, plot_h = width - left - right, height - top - bottom
-    out = [f'<svg class="chart" role="img" width="{width}" height="{height}" viewBox="0 0 {width} {height}">',
-           f"<title>{_text(title)}</title>",
-           f'<text class="title" x="{left}" y="16">{_text(title)}</text>']
-    if not finite:
-        out += [f'<text x="{left}" y="{top + plot_h / 2:.0f}">no finite values</text>', "</svg>"]
-        return "\n".join(out)
-
-    x_lo, x_hi = _padded_range([x for x, _ in finite])
-    y_lo, y_hi = _padded_range([y for _, y in finite])
-
-    def sx(x: float) -> float:
-        return left + (x - x_lo) / (x_hi - x_lo) * plot_w
-
-    def sy(y: float) -> float:
-        return top + plot_h - (y - y_lo) / (y_hi - y_lo) * plot_h
-
-    for tick in _ticks(y_lo, y_hi):
-        y = sy(tick)
-        out.append(f'<line class="grid" x1="{left}" y1="{y:.2f}" x2="{left + plot_w}" y2="{y:.2f}"/>')
-        out.append(f'<text x="{left - 5}" y="{y + 4:.2f}" text-anchor="end">{_tick_label(tick)}</text>')
-    for tick in _ticks(x_lo, x_hi):
-        x = sx(tick)
-        out.append(f'<line class="axis" x1="{x:.2f}" y1="{top + plot_h}" x2="{x:.2f}" y2="{top + plot_h + 4}"/>')
-        out.append(f'<text x="{x:.2f}" y="{top + plot_h + 16}" text-anchor="middle">{_tick_label(tick)}</text>')
-    out.append(f'<polyline class="axis" fill="none" points="{left},{top} {left},{top + plot_h} '
-               f'{left + plot_w},{top + plot_h}"/>')
-    coordinates = " ".join(f"{sx(x):.2f},{sy(y):.2f}" for x, y in finite)
-    out.append(f'<polyline class="line" points="{coordinates}"/>')
-    if len(finite) == 1:
-        out.append(f'<circle cx="{sx(finite[0][0]):.2f}" cy="{sy(finite[0][1]):.2f}" r="3" fill="#1f6fb2"/>')
-    out.append(f'<text x="{left + plot_w / 2:.1f}" y="{height - 6}" text-anchor="middle">{_text(x_label)}</text>')
-    out.append(f'<text x="13" y="{top + plot_h / 2:.1f}" text-anchor="middle" '
-               f'transform="rotate(-90 13 {top + plot_h / 2:.1f})">{_text(y_label)}</text>')
-    out.append("</svg>")
-    return "\n".join(out)
-
-
-def _padded_range(values: list[float]) -> tuple[float, float]:
-    """(min, max) of values, widened when they are all equal so that the chart has a non-empty range."""
-    lo, hi = min(values), max(values)
-    if hi > lo:
-        return lo, hi
-    pad = abs(lo) * 0.05 or 1.0
-    return lo - pad, hi + pad
-
-
-def _ticks(lo: float, hi: float, target: int = 5) -> list[float]:
-    """Round tick values (1, 2 or 5 times a power of ten apart) within [lo, hi], about `target` of them."""
-    raw = (hi - lo) / target
-    magnitude = 10.0 ** math.floor(math.log10(raw))
-    step = next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= raw)
-    first = math.ceil(lo / step - 1e-9)
-    ticks = []
-    k = first
-    while k * step <= hi + step * 1e-9:
-        ticks.append(k * step)
-        k += 1
-    return ticks
-
-
-def _tick_label(value: float) -> str:
-    text = f"{value:.6g}"
-    return "0" if text in ("-0", "0") else text

@@ -16,6 +16,7 @@ from typing import IO, Any
 import numpy as np
 import soundfile
 
+from damc_core.errors import InputError
 from damc_core.staging import staged_file
 from damc_core.tools import ToolError, ToolNotFoundError, open_tool_pipe, run_tool
 
@@ -39,9 +40,14 @@ SIMD: its output is bit-exact across CPUs)."""
 # (AAC's last frame is 1024 samples: 64 ms at 16 kHz, 128 ms at 8 kHz). A larger excess means the
 # stated duration is only an estimate, and the decoded audio is then kept whole.
 _MAX_END_PADDING_S = 0.2
+# A decoded stream may fall short of its stated duration by a codec frame or a rounded timestamp, and container
+# durations of some formats (e.g. mp3 without a header of its length) are estimates. More missing than this
+# means the file is cut off.
+_MAX_MISSING_S = 0.5
+_MAX_MISSING_FRACTION = 0.05
 
 
-class MediaError(ValueError):
+class MediaError(InputError, ValueError):
     """A media file is missing, unreadable, or does not hold what was asked of it."""
 
 
@@ -54,6 +60,7 @@ class VideoStreamInfo:
     fps: float
     n_frames: int | None
     codec: str
+    duration_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -91,20 +98,27 @@ def probe(path: PathLike) -> MediaInfo:
 def read_audio(path: PathLike, sample_rate: int = AUDIO_SAMPLE_RATE) -> np.ndarray:
     """Decode the first audio track of ``path`` to float32 mono samples at ``sample_rate``.
 
-    Encoder padding past the track's stated duration (e.g. AAC's final frame in mp4) is dropped.
+    Several channels are downmixed to their mean (ffmpeg's own downmix sums them at -3 dB each, so equal channels came
+    out 1.41x louder and clipped). Encoder padding past the track's stated duration (e.g. AAC's final frame in mp4) is
+    dropped. Raises MediaError when much less audio decodes than the file states (a truncated or damaged file).
     """
     _check_positive("sample_rate", sample_rate)
     info = probe(path)
     if info.audio is None:
         raise MediaError(f"{info.path} has no audio track.")
+    channels = info.audio.channels
     with _decoding(info.path):
         result = run_tool(
-            [*FFMPEG, "-i", info.path, "-map", "0:a:0", "-vn", "-ac", "1", "-ar", str(sample_rate),
+            [*FFMPEG, "-i", info.path, "-map", "0:a:0", "-vn", "-ac", str(channels), "-ar", str(sample_rate),
              "-f", "f32le", "pipe:1"]
         )
     samples = np.frombuffer(result.stdout, dtype="<f4").astype(np.float32)
     if samples.size == 0:
         raise MediaError(f"{info.path} has an audio track that decodes to zero samples.")
+    if channels > 1:
+        samples = samples[: samples.size - samples.size % channels].reshape(-1, channels).mean(axis=1)
+    stated_s = info.audio.duration_s if info.audio.duration_s is not None else info.duration_s
+    _check_complete(info.path, "audio", samples.size / sample_rate, stated_s)
     return _drop_end_padding(samples, info.audio.duration_s, sample_rate)
 
 
@@ -126,7 +140,8 @@ def iter_video_frames(
     width, height = size if size is not None else (info.video.width, info.video.height)
     _check_positive("width", width)
     _check_positive("height", height)
-    return _decode_frames(info.path, fps, width, height)
+    stated_s = info.video.duration_s if info.video.duration_s is not None else info.duration_s
+    return _decode_frames(info.path, fps, width, height, stated_s)
 
 
 def read_video(
@@ -252,6 +267,7 @@ def _video_info(path: Path, streams: list[dict[str, Any]]) -> VideoStreamInfo | 
         fps=fps,
         n_frames=int(n_frames) if n_frames is not None else None,
         codec=stream.get("codec_name", "unknown"),
+        duration_s=_optional_float(stream.get("duration")),
     )
 
 
@@ -304,6 +320,17 @@ def _optional_float(value: str | None) -> float | None:
         return None
 
 
+def _check_complete(path: Path, what: str, decoded_s: float, stated_s: float | None) -> None:
+    """MediaError when the decoded duration falls short of the stated one by more than _MAX_MISSING (a file cut off
+    in copying or downloading still states its full duration, but decodes to less)."""
+    if not stated_s:
+        return
+    missing_s = stated_s - decoded_s
+    if missing_s > max(_MAX_MISSING_S, _MAX_MISSING_FRACTION * stated_s):
+        raise MediaError(f"{path} is truncated or damaged: it states {stated_s:.2f} s of {what} but only "
+                         f"{decoded_s:.2f} s decodes; use a complete copy of the file")
+
+
 def _drop_end_padding(samples: np.ndarray, duration_s: float | None, sample_rate: int) -> np.ndarray:
     """Cut decoded audio back to the track's stated duration when it overshoots by codec padding only."""
     if duration_s is None:
@@ -323,15 +350,23 @@ def _decoding(path: Path) -> Iterator[None]:
     except ToolNotFoundError:
         raise
     except ToolError as error:
-        raise MediaError(f"ffmpeg could not decode {path}: {error.stderr or error}") from error
+        raise MediaError(f"ffmpeg could not decode {path} (a damaged or truncated file?): {error.stderr or error}") \
+            from error
 
 
-def _decode_frames(path: Path, fps: float, width: int, height: int) -> Iterator[np.ndarray]:
-    """Decode the first video stream of ``path`` at ``fps`` and size ``width`` x ``height``."""
+def _decode_frames(
+    path: Path, fps: float, width: int, height: int, stated_s: float | None
+) -> Iterator[np.ndarray]:
+    """Decode the first video stream of ``path`` at ``fps`` and size ``width`` x ``height``; MediaError at the end
+    when the frames fall well short of the stream's stated duration ``stated_s`` (a truncated file)."""
     command = [*FFMPEG, "-i", path, "-map", "0:V:0", "-vf", f"fps={fps},scale={width}:{height}",
                "-pix_fmt", "rgb24", "-f", "rawvideo", "pipe:1"]
+    decoded = 0
     with _decoding(path), open_tool_pipe(command) as process:
-        yield from _read_raw_frames(process.stdout, path, height, width)
+        for frame in _read_raw_frames(process.stdout, path, height, width):
+            decoded += 1
+            yield frame
+    _check_complete(path, "video", decoded / fps, stated_s)
 
 
 def _read_raw_frames(pipe: IO[bytes], path: Path, height: int, width: int) -> Iterator[np.ndarray]:

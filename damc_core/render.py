@@ -20,23 +20,27 @@ import torch
 from scipy.ndimage import uniform_filter1d
 from tqdm import tqdm
 
-from damc_core.audio.content import ContentEncoderUnavailable, content_features, load_content_encoder
-from damc_core.audio.extract import MEL_WINDOW, AudioInputError, check_speech
+from damc_core.audio.content import content_features, load_content_encoder
+from damc_core.audio.extract import MEL_WINDOW
+from damc_core.audio.levels import check_speech
+from damc_core.audio.features import FeatureMismatchError
 from damc_core.audio.mel import frames_for_samples, log_mel_windows
+from damc_core.cli import exit_status, run_command
 from damc_core.config import load_params
+from damc_core.devices import resolve_device
 from damc_core.face.pose import smooth_rotations
-from damc_core.media import AUDIO_SAMPLE_RATE, VIDEO_FPS, MediaError, read_audio, write_video
-from damc_core.nerf.data import Camera, FrameAudio, SubjectSplit, frame_audio, load_split
+from damc_core.media import AUDIO_SAMPLE_RATE, VIDEO_FPS, read_audio, write_video
+from damc_core.nerf.data import Camera, FrameAudio, SubjectDataError, SubjectSplit, frame_audio, load_split
+from damc_core.nerf.bundle import load_head
 from damc_core.nerf.model import FrameCondition, TalkingHead, audio_occupancy, render_frame
 from damc_core.nerf.occupancy import OccupancyGrid
-from damc_core.nerf.bundle import load_head
 from damc_core.params import AudioFeaturesConfig, RenderConfig, TTSConfig
+from damc_core.staging import OutputFolderError
 from damc_core.sync.models import DynamicSyncEncoder
-from damc_core.tools import ToolError
-from damc_core.devices import resolve_device
-from damc_core.tts.speecht5 import TTSModelUnavailable
+from damc_core.tts.text import detect_language
 
-CONTENT_OUTPUTS = {"ctc_logits": "logits", "pinyin_posteriors": "logits", "hidden_states": "hidden_states"}
+CONTENT_OUTPUTS = {"ctc_logits": "logits", "pinyin_posteriors": "logits", "hidden_states": "hidden_states",
+                   "phone_posteriors": "logits"}
 """The audio_features.content_output that produces each content representation."""
 
 
@@ -64,7 +68,7 @@ def load_trained_head(model_dir: Path, subject_dir: Path | None = None,
     subject = Path(subject_dir or meta["subject_dir"])
     camera, train = load_split(subject, "train")
     if train.frame_ids.tolist() != meta["train_frame_ids"]:
-        raise ValueError(f"{subject} does not hold the training frames {model_dir} was trained on; pass the right "
+        raise SubjectDataError(f"{subject} does not hold the training frames {model_dir} was trained on; pass the right "
                          f"face_prep folder with --subject")
     return TrainedHead(head, encoder, meta, camera, train.to(device))
 
@@ -74,12 +78,11 @@ def driving_features(trained: TrainedHead, audio: np.ndarray, config: AudioFeatu
     content_meta = trained.meta["content_features"]
     n_frames = frames_for_samples(len(audio))
     encoder = load_content_encoder(_content_encoder_name(content_meta), content_meta["language"])
-    if not encoder.stand_in:  # the stand-in runs in double precision on the CPU, where its bytes are reproducible
-        encoder.model.to(next(trained.encoder.parameters()).device)
+    encoder.to(next(trained.encoder.parameters()).device)
     content = content_features(encoder, audio, n_frames, content_meta["language"],
                                CONTENT_OUTPUTS[content_meta["representation"]], config.chunk_s, config.context_s)
     if content.values.shape[2] != content_meta["dim"]:
-        raise ValueError(f"the content encoder gives {content.values.shape[2]} features per step but the head was "
+        raise FeatureMismatchError(f"the content encoder gives {content.values.shape[2]} features per step but the head was "
                          f"trained on {content_meta['dim']}")
     return frame_audio(content.values, log_mel_windows(audio, n_frames, window=MEL_WINDOW), trained.encoder)
 
@@ -169,7 +172,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--audio", type=Path, help="speech to drive the head (any format ffmpeg reads)")
     source.add_argument("--text", help="text to speak through the TTS backend of params.yaml (section tts)")
-    parser.add_argument("--language", choices=("en", "zh"), default="en", help="language of --text (default en)")
+    parser.add_argument("--language", choices=("en", "zh"),
+                        help="language of --text (default: zh when it has Chinese characters, else en)")
     parser.add_argument("-o", "--output", type=Path, required=True, help="the mp4 to write")
     parser.add_argument("--subject", type=Path, help="the subject's face_prep folder, if it moved since training")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"),
@@ -177,19 +181,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.output.suffix.lower() != ".mp4":
         parser.error(f"--output must end in .mp4, got {args.output}")
-    try:
-        params = load_params(args.params)
-        trained = load_trained_head(args.model, args.subject, resolve_device(params.device))
-        audio = read_audio(args.audio) if args.audio else speech_from_text(args.text, args.language, params.tts)
-        source = str(args.audio) if args.audio else f"speech of --text {args.text!r}"
-        frames = drive(trained, audio, source, args.output, params.render, params.audio_features)
-    except (FileNotFoundError, ValueError, MediaError, AudioInputError, ContentEncoderUnavailable, TTSModelUnavailable,
-            ToolError) as error:
-        print(f"render: {error}", file=sys.stderr)
-        return 1
+    return exit_status(lambda: render_command(args), "render")
+
+
+def render_command(args: argparse.Namespace) -> None:
+    """What `main` does once its arguments are parsed."""
+    if args.output.is_dir():
+        raise OutputFolderError(f"--output {args.output} is a folder; give the path of the mp4 file to write")
+    params = load_params(args.params)
+    trained = load_trained_head(args.model, args.subject, resolve_device(params.device))
+    if args.audio:
+        audio, source = read_audio(args.audio), str(args.audio)
+    else:
+        language = args.language or detect_language(args.text)
+        audio, source = speech_from_text(args.text, language, params.tts), f"speech of --text {args.text!r}"
+    frames = drive(trained, audio, source, args.output, params.render, params.audio_features)
     print(f"render: wrote {args.output} ({frames} frames, {frames / VIDEO_FPS:.2f} s)")
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_command(main)

@@ -11,6 +11,8 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from typing import IO
 
+from damc_core.errors import InputError
+
 INSTALL_HINTS: dict[str, str] = {
     "ffmpeg": "apt-get install ffmpeg",
     "ffprobe": "apt-get install ffmpeg",
@@ -26,7 +28,7 @@ _BROKEN_PIPE_GRACE_S = 10.0
 Command = Sequence[str | os.PathLike[str]]
 
 
-class ToolError(RuntimeError):
+class ToolError(InputError, RuntimeError):
     """An external tool could not be run, timed out, or exited with a non-zero status.
 
     ``stderr`` holds the tail of what the tool wrote to its standard error (empty if nothing).

@@ -9,6 +9,7 @@ from pathlib import Path
 from damc_core.audio.content import load_content_encoder
 from damc_core.audio.extract import extract_features
 from damc_core.audio.mel import frames_for_samples
+from damc_core.cli import run_command
 from damc_core.config import load_params
 from damc_core.devices import resolve_device
 from damc_core.media import count_video_frames, probe, read_audio
@@ -28,7 +29,7 @@ def main() -> None:
     has_video = probe(args.media).video is not None
     n_frames = count_video_frames(args.media) if has_video else frames_for_samples(len(audio))
     encoder = load_content_encoder(config.content_encoder, config.language)
-    encoder.model.to(resolve_device(params.device))
+    encoder.to(resolve_device(params.device))
     summary = extract_features(audio, n_frames, encoder, config, args.out_dir, source=str(args.media))
 
     report = {
@@ -49,4 +50,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

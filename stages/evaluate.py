@@ -10,9 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
+from damc_core.cli import run_command
 from damc_core.config import load_params
 from damc_core.evaluation import Backends, evaluate_validation, load_backends, sync_metrics, write_frame_table
 from damc_core.gallery import PAPER_TABLE_1, SubjectResults, write_gallery
+from damc_core.gallery_figures import load_validation_figures
 from damc_core.media import read_audio, read_video
 from damc_core.metrics.image import detect_landmarks
 from damc_core.nerf.data import load_split
@@ -52,7 +54,13 @@ def main() -> None:
                         help="input: training log folders holding <subject>/plots/metrics/*.tsv (for the gallery)")
     parser.add_argument("--metrics", type=Path, required=True, help="output: metrics JSON (DVC metrics)")
     parser.add_argument("--frames-dir", type=Path, required=True, help="output: per-frame TSV per subject")
+    parser.add_argument("--render-reports", type=Path, required=True,
+                        help="input: the render stage's reports <subject>.json (mouth openings, for the gallery)")
     parser.add_argument("--gallery", type=Path, required=True, help="output: the results page (HTML)")
+    parser.add_argument("--gallery-figures", type=Path, required=True,
+                        help="output: the gallery's images, one folder per subject")
+    parser.add_argument("--experiments-page", type=Path, default=None,
+                        help="the page scripts/experiments_table.py writes, linked from the gallery if it exists")
     args = parser.parse_args()
 
     params = load_params(args.params)
@@ -78,13 +86,17 @@ def main() -> None:
             metrics=report[name]["validation"],
             curves={f"{log.name}: {tsv.stem}": tsv for log in args.logs
                     for tsv in sorted((log / name / "plots" / "metrics").glob("*.tsv")) if tsv.stem != "learning_rate"},
+            validation=load_validation_figures(args.renders / name, args.faces / name,
+                                               args.render_reports / f"{name}.json"),
         ))
         summary = {metric: value["value"] for metric, value in report[name]["validation"].items()}
         print(f"evaluate {name} ({time.perf_counter() - started:.1f} s): "
               + ", ".join(f"{metric} {_shown(value)}" for metric, value in summary.items()))
     args.metrics.parent.mkdir(parents=True, exist_ok=True)
     args.metrics.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    write_gallery(args.gallery, gallery, PAPER_TABLE_1, "DAMC results")
+    experiments = args.experiments_page if args.experiments_page and args.experiments_page.is_file() else None
+    write_gallery(args.gallery, gallery, PAPER_TABLE_1, "DAMC results", figures_dir=args.gallery_figures,
+                  experiments_page=experiments)
 
 
 def _shown(value: float | None) -> str:
@@ -92,4 +104,4 @@ def _shown(value: float | None) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

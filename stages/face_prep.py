@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
+from damc_core.cli import run_command
 from damc_core.config import load_params
-from damc_core.face.prep import FacePrepError, prepare_subject
+from damc_core.face.prep import prepare_subject
 from damc_core.face.preview import save_preview
 
 
@@ -22,10 +22,7 @@ def main() -> None:
     args = parser.parse_args()
 
     config = load_params(args.params).face_prep
-    try:
-        subject = prepare_subject(args.video, args.out_dir, config)
-    except FacePrepError as error:
-        sys.exit(f"face_prep: {error}")
+    subject = prepare_subject(args.video, args.out_dir, config)
     save_preview(subject, args.out_dir, args.preview)
     meta = json.loads((args.out_dir / "meta.json").read_text(encoding="utf-8"))
     args.report.parent.mkdir(parents=True, exist_ok=True)
@@ -37,4 +34,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from damc_core.cli import run_command
 from damc_core.config import load_params
 from damc_core.face.landmarks import make_detector
 from damc_core.hdtf.filtering import filter_clips, filter_report, sources_from_clips, sources_from_metadata
@@ -49,4 +50,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from damc_core.cli import run_command
 from damc_core.config import load_params
 from damc_core.media import AUDIO_SAMPLE_RATE, SAMPLES_PER_FRAME, VIDEO_FPS, read_audio, write_video
 from damc_core.nerf.data import load_split, load_subject_audio
@@ -72,4 +73,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

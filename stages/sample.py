@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from damc_core.cli import run_command
 from damc_core.config import load_params
 from damc_core.media import VIDEO_FPS
 from damc_core.sample.generate import generate_clips, generate_subject
@@ -29,4 +30,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

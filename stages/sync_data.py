@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from damc_core.cli import run_command
 from damc_core.config import load_params
 from damc_core.face.landmarks import make_detector
 from damc_core.sync.data import load_clip_set, save_clip_arrays
@@ -26,4 +27,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from damc_core.cli import run_command
 from damc_core.config import load_params
 from damc_core.sync.data import fingerprint, read_clip_arrays
 from damc_core.sync.train import train_encoder
@@ -32,4 +33,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

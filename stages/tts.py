@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from damc_core.cli import run_command
 from damc_core.config import load_params
 from damc_core.params import TextConfig
 from damc_core.tts.speecht5 import load_speecht5
@@ -49,4 +50,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

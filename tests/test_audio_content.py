@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from damc_core.audio.content import (
     ENCODER_STRIDE,
@@ -11,6 +12,7 @@ from damc_core.audio.content import (
     RECEPTIVE_FIELD,
     STAND_IN,
     ContentEncoderUnavailable,
+    CTCEncoder,
     aligned_audio,
     build_stand_in,
     content_features,
@@ -99,6 +101,14 @@ def test_stand_in_is_seeded(english):
         encode(english, audio, 13, "logits", 20.0, 1.0), encode(again, audio, 13, "logits", 20.0, 1.0)
     )
     assert english.stand_in and english.name.startswith(STAND_IN)
+
+
+def test_the_stand_in_stays_on_the_cpu_and_a_real_model_moves(english):
+    english.to("meta")
+    assert next(english.model.parameters()).device.type == "cpu"
+    real = CTCEncoder(model=torch.nn.Linear(2, 2), name="tiny", vocab=("a", "b"), normalize=True, stand_in=False)
+    real.to("meta")
+    assert next(real.model.parameters()).device.type == "meta"
 
 
 def test_unavailable_model_names_itself_and_how_to_get_it(monkeypatch, tmp_path):

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from damc_core.audio.content import build_stand_in
-from damc_core.audio.extract import AudioInputError, check_speech, extract_features
+from damc_core.audio.extract import extract_features
+from damc_core.audio.levels import AudioInputError, check_speech
 from damc_core.audio.features import load_features
 from damc_core.audio.mel import frames_for_samples
 from damc_core.media import read_audio

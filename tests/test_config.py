@@ -12,7 +12,7 @@ import yaml
 
 from damc_core import params as params_module
 from damc_core.config import ConfigError, from_dict, load_params, to_dict
-from damc_core.params import Params
+from damc_core.params import Params, Range
 
 
 def write_params(tmp_path: Path, repo_root: Path, edit) -> Path:
@@ -73,6 +73,47 @@ def test_wrong_type_is_rejected_with_the_key(tmp_path, repo_root, key_path, valu
 
     with pytest.raises(ConfigError, match=message):
         load_params(write_params(tmp_path, repo_root, edit))
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "message"),
+    [
+        ("face_prep", "val_fraction", 1.5, r"'face_prep\.val_fraction': must be in \(0, 0\.5\], got 1\.5"),
+        ("face_prep", "val_fraction", 0, r"'face_prep\.val_fraction': must be in \(0, 0\.5\], got 0"),
+        ("face_prep", "min_frames", -5, r"'face_prep\.min_frames': must be >= 2, got -5"),
+        ("face_prep", "jpeg_quality", 101, r"'face_prep\.jpeg_quality': must be in \[1, 100\], got 101"),
+        ("render", "rays_per_chunk", 0, r"'render\.rays_per_chunk': must be >= 1, got 0"),
+        ("tts", "pitch", -1, r"'tts\.pitch': must be in \[0, 99\], got -1"),
+        ("render", "pose_smoothing_frames", 4, r"'render\.pose_smoothing_frames': must be odd and >= 1, got 4"),
+    ],
+)
+def test_values_out_of_range_are_rejected_at_load(tmp_path, repo_root, section, key, value, message):
+    path = write_params(tmp_path, repo_root, lambda raw: raw[section].update({key: value}))
+    with pytest.raises(ConfigError, match=rf"{path}: key {message}"):
+        load_params(path)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda raw: raw["sync_encoder"]["training"].update(steps=20, warmup_steps=50),
+         r"key 'sync_encoder\.training': warmup_steps \(50\) must not exceed steps \(20\)"),
+        (lambda raw: raw["fusion"].update(dim=30, heads=4), r"key 'fusion': fusion\.heads \(4\) must divide fusion\.dim \(30\)"),
+        (lambda raw: raw["nerf_coarse"]["rays"].update(face_fraction=0.8, lips_fraction=0.4),
+         r"key 'nerf_coarse\.rays': face_fraction \+ lips_fraction \(0\.8 \+ 0\.4\) must not exceed 1"),
+    ],
+    ids=["warm-up longer than the run", "heads not dividing dim", "ray fractions above 1"],
+)
+def test_settings_that_contradict_each_other_are_rejected_at_load(tmp_path, repo_root, edit, message):
+    path = write_params(tmp_path, repo_root, edit)
+    with pytest.raises(ConfigError, match=rf"{path}: {message}"):
+        load_params(path)
+
+
+def test_range_bounds_are_inclusive_unless_open():
+    assert Range(low=0, high=1).contains(0) and Range(low=0, high=1).contains(1)
+    assert not Range(low=0, high=1, open_low=True).contains(0) and not Range(low=0, high=1).contains(1.01)
+    assert Range(low=1).contains(10**9) and not Range(low=1).contains(0)
 
 
 def test_ints_are_accepted_where_floats_are_expected(tmp_path, repo_root):

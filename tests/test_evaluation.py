@@ -78,3 +78,24 @@ def test_frame_table_leaves_missing_values_empty(tmp_path):
     path = tmp_path / "frames.tsv"
     write_frame_table(path, np.array([7, 8]), {"psnr": np.array([30.0, 31.5]), "lmd": np.array([1.25, np.nan])})
     assert path.read_text().splitlines() == ["frame\tlmd\tpsnr", "7\t1.25\t30", "8\t\t31.5"]
+
+
+def test_lmd_names_its_judge_and_counts_the_frames_without_a_face(real_clip, backends):
+    frames, audio = real_clip
+    config, loaded = backends
+    judged_by_dlib = dataclasses.replace(config, landmarks="dlib")
+    truth = frames[:8]
+    rendered = truth.copy()
+    rendered[:3] = 128
+    metrics, _, per_frame = evaluate_validation(rendered, truth, frames, audio[: 8 * 640], judged_by_dlib, loaded)
+    lmd = metrics["lmd"]
+    assert "dlib 68-point" in lmd.backend and "non-commercial" in lmd.backend
+    assert "no face in 3 of 8 rendered and 0 of 8 ground-truth frames" in lmd.backend
+    assert np.isnan(per_frame["lmd"][:3]).all() and np.isfinite(per_frame["lmd"][3:]).all()
+    assert lmd.value == pytest.approx(per_frame["lmd"][3:].mean()) and lmd.reason is None
+    assert lmd.value < 1.0, "the same frames: only the detector's own jitter (its search starts afresh after a gap)"
+    blank = np.full_like(truth, 128)
+    metrics, _, _ = evaluate_validation(blank, truth, frames, audio[: 8 * 640], judged_by_dlib, loaded)
+    assert metrics["lmd"].value is None
+    assert metrics["lmd"].reason == ("no frame where both sets have a face "
+                                     "(no face in 8 of 8 rendered and 0 of 8 ground-truth frames)")

@@ -1,4 +1,5 @@
-"""68-point landmarks: iBUG geometry on real talking heads, accuracy on the synthetic sample, zero or two faces, FAN."""
+"""68-point landmarks: iBUG geometry on real talking heads, accuracy on the synthetic sample, zero or two faces, dlib
+against MediaPipe, FAN."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
+from damc_core.face import dlib_landmarks
 from damc_core.face.landmarks import (
     MEDIAPIPE_TO_IBUG68,
     LandmarkBackendUnavailable,
@@ -18,6 +20,7 @@ from damc_core.face.landmarks import (
     make_detector,
 )
 from damc_core.media import read_video
+from damc_core.metrics.image import lmd_per_frame
 from damc_core.params import ArticulationConfig
 from damc_core.sample.portrait import IBUG_MIRROR, TalkingPortrait, astronaut, frame_crop
 
@@ -37,6 +40,17 @@ REGIONS = {
 # refined landmarks on the whole 512x512 portrait; plain FaceMesh on the crop puts brows and nose ~3 px elsewhere.
 SAMPLE_BOUNDS_PX = {"jaw": 3.5, "brows": 4.5, "nose": 4.5, "eyes": 1.5, "mouth": 2.5}
 SAMPLE_BOUND_ALL_PX = 3.0
+# dlib against MediaPipe on real 256x256 frames (faces ~130 px wide), mean distance of the 20 mouth points in pixels:
+# measured 1.6-3.8 per frame (10 frames of each of the five HDTF clips and May), 2.0-2.8 per clip; the two detectors
+# define the lip borders and corners slightly differently.
+DLIB_MEDIAPIPE_MOUTH_FRAME_PX = 4.5
+DLIB_MEDIAPIPE_MOUTH_MEAN_PX = 3.5
+# dlib on the 256x256 sample, mean mouth-point error to the portrait's own landmarks: measured 1.7-2.1 px.
+DLIB_SAMPLE_MOUTH_PX = 3.0
+# LMD between dlib's video mode (downscaled search for the previous face) and its full search, 256x256 May: measured
+# mean 0.53, max 0.91 px; a 1-pixel shift of the frames alone moves the full search's LMD by 0.52 (max 0.81) px.
+DLIB_TRACKING_LMD_MEAN_PX = 1.0
+DLIB_TRACKING_LMD_MAX_PX = 2.0
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +63,13 @@ def clip_frames(shared_dir):
 def image_detector():
     """A MediaPipe detector searching every frame afresh, for unrelated images."""
     with make_detector("mediapipe", video=False) as detector:
+        yield detector
+
+
+@pytest.fixture(scope="module")
+def dlib_image_detector():
+    """A dlib detector searching every frame in full."""
+    with make_detector("dlib", video=False) as detector:
         yield detector
 
 
@@ -154,8 +175,9 @@ def test_sample_landmarks_are_found_where_the_portrait_put_them(portrait, image_
     [np.full((256, 256, 3), 128, np.uint8), np.random.default_rng(0).integers(0, 256, (256, 256, 3), np.uint8)],
     ids=["grey", "noise"],
 )
-def test_frame_without_a_face_gives_no_landmarks(frame, image_detector):
-    assert image_detector.detect(frame) == []
+@pytest.mark.parametrize("detector", ["image_detector", "dlib_image_detector"])
+def test_frame_without_a_face_gives_no_landmarks(frame, detector, request):
+    assert request.getfixturevalue(detector).detect(frame) == []
 
 
 def test_sequence_marks_frames_without_a_face(clip_frames):
@@ -196,7 +218,7 @@ def test_detector_rejects_bad_frames_and_use_after_close(image_detector):
 
 def test_unknown_backend_and_bad_face_count_are_rejected():
     with pytest.raises(ValueError, match="unknown landmark backend"):
-        make_detector("dlib")
+        make_detector("openface")
     with pytest.raises(ValueError, match="max_faces"):
         make_detector("mediapipe", max_faces=0)
 
@@ -247,3 +269,92 @@ def test_face_alignment_faces_come_largest_first_as_float32(monkeypatch):
     assert len(faces) == 2 and all(face.dtype == np.float32 for face in faces)
     np.testing.assert_allclose(faces[0], large, rtol=1e-6)
     np.testing.assert_allclose(faces[1], small, rtol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------------------------- dlib
+
+
+def test_dlib_mouth_agrees_with_mediapipe_on_real_frames(clip_frames, image_detector, dlib_image_detector):
+    frame_means = []
+    for clip in ("hdtf_clips/RD_Radio34_000.mp4", "subjects/May_5s.mp4"):
+        for frame in clip_frames(clip)[::40, ::2, ::2]:  # 256 x 256
+            [dlib_points] = dlib_image_detector.detect(frame)
+            [mediapipe_points] = image_detector.detect(frame)
+            _assert_ibug_geometry(dlib_points)
+            frame_means.append(np.linalg.norm(dlib_points[48:] - mediapipe_points[48:], axis=1).mean())
+    assert max(frame_means) < DLIB_MEDIAPIPE_MOUTH_FRAME_PX, f"mouth distances {np.round(frame_means, 2)} px"
+    assert np.mean(frame_means) < DLIB_MEDIAPIPE_MOUTH_MEAN_PX
+
+
+def test_dlib_finds_the_sample_mouth_where_the_portrait_put_it(portrait, dlib_image_detector):
+    openings = []
+    for aperture in (0.0, 1.0):
+        frame, truth = frame_crop(*portrait.render(aperture, 0.0, 0.0), SAMPLE_CROP, SAMPLE_SIZE)
+        [points] = dlib_image_detector.detect(frame)
+        assert np.linalg.norm(points[48:] - truth[48:], axis=1).mean() < DLIB_SAMPLE_MOUTH_PX
+        openings.append(np.linalg.norm(points[66] - points[62]))
+    assert openings[1] - openings[0] > 5.0, f"inner-lip openings {np.round(openings, 1)} px (truth: 7 to 18)"
+
+
+def test_dlib_video_mode_matches_its_full_search_and_marks_frames_without_a_face(clip_frames, dlib_image_detector):
+    """Video mode searches a downscaled frame first; after the grey frame it must search in full again."""
+    frames = clip_frames("subjects/May_5s.mp4")[:16, ::2, ::2].copy()
+    frames[8] = 128
+    full_search, full_counts, _ = detect_sequence(dlib_image_detector, frames)
+    with make_detector("dlib", max_faces=1, video=True) as detector:
+        tracked, tracked_counts, found = detect_sequence(detector, frames)
+    expected_counts = [1] * 8 + [0] + [1] * 7
+    assert full_counts.tolist() == expected_counts and tracked_counts.tolist() == expected_counts
+    assert np.isnan(tracked[8]).all() and np.isfinite(tracked[found]).all()
+    lmd = lmd_per_frame(tracked[found], full_search[found])
+    assert lmd.mean() < DLIB_TRACKING_LMD_MEAN_PX and lmd.max() < DLIB_TRACKING_LMD_MAX_PX, f"LMD {lmd.round(2)}"
+    assert detector.name.startswith("dlib-") and detector.name.endswith("-hog-shape68")
+    with pytest.raises(RuntimeError, match="closed"):
+        detector.detect(frames[0])
+
+
+def test_dlib_two_faces_come_largest_first(clip_frames, dlib_image_detector):
+    face = clip_frames("subjects/May_5s.mp4")[0]
+    small = np.zeros_like(face[:, : face.shape[1] // 2])
+    small[: face.shape[0] // 2] = cv2.resize(face, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)
+    faces = dlib_image_detector.detect(np.concatenate([small, face], axis=1))
+    assert len(faces) == 2 and all(points.dtype == np.float32 and points.shape == (68, 2) for points in faces)
+    large_face, small_face = faces
+    assert large_face[:, 0].min() > small.shape[1] and small_face[:, 0].max() < small.shape[1]
+
+
+@pytest.mark.parametrize(("height", "width", "upsampling"), [(512, 512, 0), (256, 256, 1), (160, 200, 1), (100, 100, 2)])
+def test_dlib_full_search_finds_faces_a_quarter_of_the_frame(height, width, upsampling):
+    assert dlib_landmarks.full_search_upsampling(height, width) == upsampling
+    smallest_face = dlib_landmarks.HOG_WINDOW_PX / 2**upsampling
+    assert smallest_face <= 0.25 * min(height, width) < 2 * smallest_face
+
+
+@pytest.mark.parametrize("face_px", [80.0, 120.0, 130.0, 259.0, 600.0])
+def test_dlib_tracked_search_scales_the_previous_face_to_just_above_its_target(face_px):
+    scale = dlib_landmarks.tracked_search_scale(face_px)
+    exponent = np.log(scale) / np.log(dlib_landmarks.PYRAMID_STEP)
+    assert exponent == pytest.approx(round(exponent)), "a power of the HOG pyramid's step"
+    assert dlib_landmarks.TRACKED_FACE_PX <= face_px * scale * (1 + 1e-9) < dlib_landmarks.TRACKED_FACE_PX * 6 / 5
+
+
+def test_dlib_detector_rejects_bad_frames(dlib_image_detector):
+    with pytest.raises(ValueError, match="RGB uint8"):
+        dlib_image_detector.detect(np.zeros((64, 64, 3), np.float32))
+
+
+def test_missing_dlib_says_how_to_install_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "dlib", None)
+    with pytest.raises(LandmarkBackendUnavailable, match=r"pip install dlib-bin==20\.0\.1\.post1 face-recognition-models"):
+        make_detector("dlib")
+
+
+def test_missing_dlib_model_names_the_file_and_the_install(monkeypatch):
+    monkeypatch.setattr(dlib_landmarks, "SHAPE_PREDICTOR_FILE", "shape_predictor_68_missing.dat")
+    with pytest.raises(LandmarkBackendUnavailable, match="shape_predictor_68_missing.dat") as raised:
+        make_detector("dlib")
+    assert "face_recognition_models/models/" in str(raised.value) and dlib_landmarks.DLIB_INSTALL in str(raised.value)
+    monkeypatch.setitem(sys.modules, "face_recognition_models", None)
+    with pytest.raises(LandmarkBackendUnavailable, match="face-recognition-models package") as raised:
+        make_detector("dlib")
+    assert dlib_landmarks.DLIB_INSTALL in str(raised.value)

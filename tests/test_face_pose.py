@@ -101,6 +101,14 @@ def test_fit_recovers_wide_and_long_focal_lengths(focal):
     fit = fit_head_pose(landmarks, SIZE, SIZE)
     assert fit.focal_px == pytest.approx(focal, rel=0.1)
     assert angles_between(fit.rotations, rotations).max() < 2.0
+    assert not fit.focal_at_search_bound
+
+
+def test_a_focal_beyond_the_candidates_is_flagged_on_the_bound():
+    rotations, translations = head_motion(30)
+    landmarks = project(rotations, translations, 2500.0) + np.random.default_rng(2).normal(0.0, NOISE_PX, (30, 68, 2))
+    fit = fit_head_pose(landmarks, SIZE, SIZE, focal_candidates=[300.0, 600.0, 1200.0])
+    assert fit.focal_px == pytest.approx(1200.0) and fit.focal_at_search_bound
 
 
 def test_reprojection_error_is_at_the_noise_level(synthetic):

@@ -9,8 +9,16 @@ import numpy as np
 import pytest
 
 from damc_core.config import load_params
-from damc_core.face.prep import FacePrepError, check_face_counts, fill_gaps, prepare_subject
+from damc_core.face.prep import (
+    FacePrepError,
+    changed_pixel_fraction,
+    check_face_counts,
+    content_warnings,
+    fill_gaps,
+    prepare_subject,
+)
 from damc_core.media import MediaError
+from damc_core.staging import OUTPUT_MARKER
 from damc_core.tools import run_tool
 
 FFMPEG = ["ffmpeg", "-nostdin", "-loglevel", "error", "-y"]
@@ -134,9 +142,32 @@ def test_a_failed_run_leaves_the_earlier_output_untouched(tmp_path, may, config)
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("earlier result")
+    (out / OUTPUT_MARKER).write_text("face_prep\n")
     video = derived_video(tmp_path, "noface.mp4", "-f", "lavfi", "-i", "testsrc2=size=256x256:rate=25:duration=3",
                           "-f", "lavfi", "-i", "sine=frequency=300:sample_rate=16000:duration=3")
     with pytest.raises(FacePrepError):
         prepare_subject(video, out, config)
-    assert [path.name for path in out.iterdir()] == ["keep.txt"]
+    assert sorted(path.name for path in out.iterdir()) == [OUTPUT_MARKER, "keep.txt"]
     assert not [path for path in tmp_path.iterdir() if path.name.startswith(".out-")], "no staging folder left"
+
+
+def test_changed_pixel_fraction_ignores_compression_noise():
+    frame = np.full((10, 10, 3), 100, np.uint8)
+    noisy = frame.copy()
+    noisy[0, :, 1] += 8  # at the threshold: noise
+    moved = frame.copy()
+    moved[:2, :5, 2] = 200
+    assert changed_pixel_fraction(frame, noisy) == 0.0
+    assert changed_pixel_fraction(frame, moved) == pytest.approx(0.1)
+
+
+def test_a_still_picture_and_a_face_leaving_the_frame_are_warned_about():
+    landmarks = np.full((20, 68, 2), 50.0, np.float32)
+    moving = np.full(19, 0.05)
+    assert content_warnings("v.mp4", landmarks, moving, 100, 100) == []
+    still = content_warnings("v.mp4", landmarks, np.zeros(19), 100, 100)
+    assert len(still) == 1 and "still picture looped as a video" in still[0]
+    landmarks[[3, 7], 8] = (50.0, 100.5)  # the chin below the bottom edge in two frames
+    landmarks[5] = np.nan  # no face: not counted
+    cut = content_warnings("v.mp4", landmarks, moving, 100, 100)
+    assert len(cut) == 1 and "leave the picture in 2 of 20 frames" in cut[0]

@@ -276,3 +276,32 @@ def test_write_audio_writes_clipped_16_bit_wav(tmp_path: Path) -> None:
     assert soundfile.info(path).subtype == "PCM_16"
     assert sample_rate == AUDIO_SAMPLE_RATE
     np.testing.assert_allclose(samples, [-1.0, -0.5, 0.0, 0.5, 1.0], atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("right_of_left", "expected_gain"),
+    [(1.0, 1.0), (-1.0, 0.0), (0.0, 0.5)],
+    ids=["equal channels", "opposite channels", "one-sided"],
+)
+def test_stereo_is_downmixed_to_the_mean_of_its_channels(right_of_left, expected_gain, tmp_path: Path) -> None:
+    """ffmpeg's `-ac 1` sums the channels at -3 dB each: equal channels came out 1.41x louder and clipped."""
+    time = np.arange(AUDIO_SAMPLE_RATE) / AUDIO_SAMPLE_RATE
+    left = 0.9 * np.sin(2 * np.pi * 440 * time)
+    path = tmp_path / "stereo.wav"
+    soundfile.write(path, np.stack([left, right_of_left * left], axis=1), AUDIO_SAMPLE_RATE, subtype="FLOAT")
+    mono = read_audio(path)
+    np.testing.assert_allclose(mono, expected_gain * left, atol=1e-6)
+
+
+def test_a_truncated_file_is_refused(av_mp4: Path, tmp_path: Path) -> None:
+    """A file cut off in copying still states its full duration (faststart puts it first): what decodes must agree
+    with it. Depending on where the cut falls, ffmpeg decodes less than stated, or fails on the partial packet."""
+    faststart = tmp_path / "faststart.mp4"
+    ffmpeg("-i", av_mp4, "-c", "copy", "-movflags", "+faststart", faststart)
+    truncated = tmp_path / "truncated.mp4"
+    truncated.write_bytes(faststart.read_bytes()[: faststart.stat().st_size // 3])
+    assert probe(truncated).audio.duration_s == pytest.approx(2.0, abs=0.05), "still states the whole duration"
+    for read in (read_audio, read_video):
+        with pytest.raises(MediaError, match=r"truncated\.mp4 (is truncated or damaged: it states 2\.\d\d s of "
+                                             r"(audio|video) but only \d\.\d\d s decodes|\(a damaged or truncated)"):
+            read(truncated)

@@ -25,6 +25,7 @@ from damc_core.nerf.data import dynamic_features
 from damc_core.nerf.occupancy import occupancy_grid
 from damc_core.nerf.train import load_inputs, train_coarse
 from damc_core.render import driving_features, load_trained_head, main, replay_order, smooth_poses
+from damc_core.tools import run_tool
 from damc_core.training import setup_distributed
 
 EVAL_GRID = 16
@@ -156,38 +157,6 @@ def test_render_speaks_text_with_espeak(model_dir, params_path, tmp_path, capsys
 # --- errors -------------------------------------------------------------------------------------------------------
 
 
-def test_a_missing_model_folder_is_reported(params_path, speech_wav, tmp_path, capsys):
-    assert render(tmp_path / "nowhere", params_path, "--audio", speech_wav, "-o", tmp_path / "out.mp4") == 1
-    error = capsys.readouterr().err
-    assert error.startswith("render: ") and "head.pt is missing" in error and "nerf_coarse or nerf_fine" in error
-    assert not (tmp_path / "out.mp4").exists()
-
-
-def test_silent_audio_is_reported(model_dir, params_path, tmp_path, capsys):
-    silent = tmp_path / "silent.wav"
-    write_audio(silent, np.zeros(AUDIO_SAMPLE_RATE, np.float32), AUDIO_SAMPLE_RATE)
-    assert render(model_dir, params_path, "--audio", silent, "-o", tmp_path / "out.mp4") == 1
-    assert "the audio is silent" in capsys.readouterr().err
-    assert not (tmp_path / "out.mp4").exists()
-
-
-def test_silent_audio_is_reported_against_the_input_file(model_dir, params_path, tmp_path, capsys):
-    """BUG (damc_core/render.py, drive: `check_speech(audio, str(out_path))`): the silence is reported against the
-    output mp4 ("out.mp4: the audio is silent ...; is it the right file or track?"), not the audio that was given."""
-    silent = tmp_path / "silent.wav"
-    write_audio(silent, np.zeros(AUDIO_SAMPLE_RATE, np.float32), AUDIO_SAMPLE_RATE)
-    assert render(model_dir, params_path, "--audio", silent, "-o", tmp_path / "out.mp4") == 1
-    error = capsys.readouterr().err
-    assert str(silent) in error and "out.mp4" not in error, error
-
-
-def test_a_missing_audio_file_is_reported(model_dir, params_path, tmp_path, capsys):
-    missing = tmp_path / "absent.wav"
-    assert render(model_dir, params_path, "--audio", missing, "-o", tmp_path / "out.mp4") == 1
-    error = capsys.readouterr().err
-    assert error.startswith("render: ") and str(missing) in error
-
-
 def test_an_output_that_is_not_mp4_is_a_usage_error(model_dir, params_path, speech_wav, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         render(model_dir, params_path, "--audio", speech_wav, "-o", tmp_path / "out.avi")
@@ -202,14 +171,6 @@ def test_audio_and_text_together_are_a_usage_error(model_dir, params_path, speec
     assert "not allowed with argument" in capsys.readouterr().err
 
 
-def test_another_subject_is_reported(model_dir, params_path, speech_wav, tmp_path, capsys):
-    other = make_subject(tmp_path / "other", frames=10)
-    assert render(model_dir, params_path, "--audio", speech_wav, "-o", tmp_path / "out.mp4",
-                  "--subject", other.subject_dir) == 1
-    error = capsys.readouterr().err
-    assert f"{other.subject_dir} does not hold the training frames" in error and "--subject" in error
-
-
 def test_the_moved_subject_folder_is_found_with_subject(model_dir, subject, params_path, speech_wav, tmp_path):
     meta = json.loads((model_dir / "head.json").read_text())
     moved_model = shutil.copytree(model_dir, tmp_path / "model")
@@ -219,10 +180,79 @@ def test_the_moved_subject_folder_is_found_with_subject(model_dir, subject, para
     assert trained.train.frame_ids.tolist() == subject.train_ids
 
 
-def test_a_content_encoder_of_another_size_is_reported(model_dir, params_path, speech_wav, tmp_path, capsys):
-    meta = json.loads((model_dir / "head.json").read_text())
+def _model_with_content_dim(model_dir, tmp_path, dim):
     changed = shutil.copytree(model_dir, tmp_path / "model")
-    content = meta["content_features"] | {"dim": 40}
-    (changed / "head.json").write_text(json.dumps(meta | {"content_features": content}))
-    assert render(changed, params_path, "--audio", speech_wav, "-o", tmp_path / "out.mp4") == 1
-    assert "gives 32 features per step but the head was trained on 40" in capsys.readouterr().err
+    meta = json.loads((changed / "head.json").read_text())
+    (changed / "head.json").write_text(json.dumps(meta | {"content_features": meta["content_features"] | {"dim": dim}}))
+    return changed
+
+
+def _truncated_mp4(tmp_path, speech_wav):
+    complete = tmp_path / "complete.mp4"
+    run_tool(["ffmpeg", "-nostdin", "-loglevel", "error", "-i", str(speech_wav), "-c:a", "aac", "-movflags",
+              "+faststart", str(complete)])
+    truncated = tmp_path / "cut.mp4"
+    truncated.write_bytes(complete.read_bytes()[: complete.stat().st_size // 3])
+    return truncated
+
+
+def _silent_wav(tmp_path, speech_wav):
+    path = tmp_path / "silent.wav"
+    write_audio(path, np.zeros(AUDIO_SAMPLE_RATE, np.float32), AUDIO_SAMPLE_RATE)
+    return path
+
+
+def _text_file(tmp_path, speech_wav):
+    path = tmp_path / "notes.wav"
+    path.write_text("not audio")
+    return path
+
+
+REFUSALS = {
+    # name: (arguments as a function of (model_dir, subject, tmp_path, speech_wav), expected message (regex))
+    "missing model folder": (lambda m, s, t, w: ["--model", t / "nowhere", "--audio", w],
+                             r"nowhere/head\.pt is missing: --model must be a nerf_coarse or nerf_fine output folder"),
+    "missing audio file": (lambda m, s, t, w: ["--audio", t / "absent.wav"], r"absent\.wav does not exist"),
+    "silent audio, named as the input": (lambda m, s, t, w: ["--audio", _silent_wav(t, w)],
+                                         r"silent\.wav: the audio is silent"),
+    "not a media file": (lambda m, s, t, w: ["--audio", _text_file(t, w)],
+                         r"notes\.wav is not a media file ffmpeg can read"),
+    "truncated file": (lambda m, s, t, w: ["--audio", _truncated_mp4(t, w)],
+                       r"cut\.mp4 (is truncated or damaged: it states 1\.\d\d s of audio but only 0\.\d\d s|"
+                       r"\(a damaged or truncated file\?\))"),
+    "Chinese text as English": (lambda m, s, t, w: ["--text", "你好，欢迎收看新闻。", "--language", "en"],
+                                r"is written in Chinese characters but its language is 'en'.*give the language zh"),
+    "another subject": (lambda m, s, t, w: ["--audio", w, "--subject", make_subject(t / "other", frames=10).subject_dir],
+                        r"other/subject does not hold the training frames .* pass the right face_prep folder with "
+                        r"--subject"),
+    "content encoder of another size": (lambda m, s, t, w: ["--model", _model_with_content_dim(m, t, 40), "--audio", w],
+                                        r"gives 32 features per step but the head was trained on 40"),
+}
+
+
+@pytest.mark.parametrize("case", REFUSALS, ids=list(REFUSALS))
+def test_a_refusal_is_one_line_and_leaves_the_existing_output_as_it_was(case, model_dir, subject, params_path,
+                                                                         speech_wav, tmp_path, capsys):
+    arguments, expected = REFUSALS[case]
+    args = [str(arg) for arg in arguments(model_dir, subject, tmp_path, speech_wav)]
+    if "--model" not in args:
+        args = ["--model", str(model_dir), *args]
+    output = tmp_path / "existing.mp4"
+    output.write_bytes(b"an earlier render")
+    capsys.readouterr()
+    assert main(["--params", str(params_path), *args, "-o", str(output)]) == 1
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip() and "%|" not in line]
+    assert len(lines) == 1 and lines[0].startswith("render: error: "), lines  # progress bars aside
+    assert re.search(expected, lines[0]), lines[0]
+    assert output.read_bytes() == b"an earlier render"
+    assert not [path for path in tmp_path.iterdir() if path.name.endswith(".partial")]
+
+
+def test_an_existing_folder_as_output_is_refused_before_rendering(model_dir, params_path, speech_wav, tmp_path,
+                                                                  capsys, monkeypatch):
+    monkeypatch.setattr("damc_core.render.load_trained_head", lambda *args: pytest.fail("rendering began"))
+    (tmp_path / "renders.mp4").mkdir()
+    assert render(model_dir, params_path, "--audio", speech_wav, "-o", tmp_path / "renders.mp4") == 1
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"render: error: --output {tmp_path / 'renders.mp4'} is a folder; give the path of the mp4 file to write")
+    assert list((tmp_path / "renders.mp4").iterdir()) == []

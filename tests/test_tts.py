@@ -15,7 +15,7 @@ from damc_core.params import TTSConfig
 from damc_core.tts.espeak import espeak_synthesise
 from damc_core.tts.speecht5 import SpeechT5, TTSModelUnavailable, load_speecht5, speecht5_synthesise
 from damc_core.tts.synthesis import speak, write_clip
-from damc_core.tts.text import TextInputError, check_speakable, detect_language, numbered_pinyin
+from damc_core.tts.text import TextInputError, check_language, check_speakable, detect_language, numbered_pinyin
 
 CONFIG = TTSConfig(
     backend="espeak", texts=(), espeak_voice="en-us", words_per_minute=160, pitch=50,
@@ -27,6 +27,10 @@ def test_text_helpers():
     assert detect_language("你好 world") == "zh" and detect_language("Hello, world") == "en"
     assert numbered_pinyin("你好，世界") == "ni3 hao3 ， shi4 jie4"
     assert check_speakable("  Hi!  ") == "Hi!"
+    check_language("你好", "zh")
+    check_language("Hello, 42", "en")
+    with pytest.raises(TextInputError, match="written in Chinese characters but its language is 'en'"):
+        check_language("你好，欢迎收看新闻。", "en")
     for text in ("", "   ", "?!...", "🙂"):
         with pytest.raises(TextInputError, match="no speakable characters"):
             check_speakable(text)

@@ -1,21 +1,25 @@
-"""The Content-Aware Encoder E_c (paper 2.2): per-frame CTC logits or hidden states of a pre-trained ASR model."""
+"""The Content-Aware Encoder E_c (paper 2.2): per-frame CTC logits or hidden states of an ASR model, or phones."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from damc_core.errors import InputError
 from damc_core.media import AUDIO_SAMPLE_RATE
 
 
 STAND_IN = "stand-in"
 """Model name that selects the small random-init stand-in (well-formed features with no learned content)."""
+POCKETSPHINX = "pocketsphinx"
+"""Model name that selects CMU Sphinx's phone decoder (offline, real phones; 'pocketsphinx:<model folder>' names the
+acoustic model, 'en-us' by default)."""
 STAND_IN_SEED = 0
 STAND_IN_DTYPE = torch.float64
 """The stand-in computes in double precision and its features are stored in single: CPU kernels for other instruction
@@ -42,13 +46,33 @@ ENGLISH_CTC_VOCAB = (
 ContentOutput = Literal["logits", "hidden_states"]
 
 
-class ContentEncoderUnavailable(RuntimeError):
-    """The configured content encoder cannot be loaded (not cached, not downloadable, or not a CTC model)."""
+class ContentEncoderUnavailable(InputError, RuntimeError):
+    """The configured content encoder cannot be loaded (not cached, not downloadable, or not a CTC model), or cannot
+    serve the configured language or content output."""
 
 
-@dataclass
-class ContentEncoder:
-    """A loaded CTC ASR model and what is needed to run it."""
+class ContentEncoder(Protocol):
+    """E_c as its callers see it; load_content_encoder gives one."""
+
+    @property
+    def name(self) -> str:
+        """What the feature meta records: load_content_encoder(name) loads the same encoder again."""
+
+    @property
+    def stand_in(self) -> bool:
+        """True for a random-init stand-in, whose features carry no speech content."""
+
+    def to(self, device: torch.device | str) -> None:
+        """Run on `device` from now on, where the encoder has a model that can move."""
+
+    def features(self, audio: np.ndarray, n_frames: int, language: str, output: ContentOutput, chunk_s: float,
+                 context_s: float) -> ContentFeatures:
+        """E_c of 16 kHz mono `audio`, one row per video frame (see content_features)."""
+
+
+@dataclass(frozen=True)
+class CTCEncoder:
+    """A loaded CTC ASR model (HuBERT, wav2vec2, or the random-init stand-in) and what is needed to run it."""
 
     model: torch.nn.Module
     """A transformers *ForCTC model in eval mode."""
@@ -61,11 +85,47 @@ class ContentEncoder:
     stand_in: bool
     """True for the random-init stand-in."""
 
+    def to(self, device: torch.device | str) -> None:
+        """Move the model to `device`; the stand-in stays on the CPU in double precision, where its features are the
+        same bytes on every machine (DVC hashes of the embedded sample)."""
+        if not self.stand_in:
+            self.model.to(device)
+
+    def features(self, audio: np.ndarray, n_frames: int, language: str, output: ContentOutput, chunk_s: float,
+                 context_s: float) -> ContentFeatures:
+        """CTC logits (English), pinyin-unit posteriors (Mandarin, paper 3.5), or last hidden states."""
+        projection = None
+        if output == "logits" and language == "zh":
+            from damc_core.audio.pinyin import build_projection, project_logits  # pypinyin loads in ~0.3 s
+
+            if not any("\u4e00" <= token <= "\u9fff" for token in self.vocab):
+                raise ContentEncoderUnavailable(
+                    f"audio_features.language is 'zh' but {self.name!r} has no Chinese characters in its "
+                    f"vocabulary; choose a character-vocabulary CTC model (e.g. "
+                    f"jonatasgrosman/wav2vec2-large-xlsr-53-chinese-zh-cn)"
+                )
+            projection = build_projection(self.vocab)
+        steps = encode(self, audio, n_frames, output, chunk_s, context_s)
+        if output == "hidden_states":
+            representation, units = "hidden_states", ()
+        elif projection is not None:
+            steps = project_logits(steps, projection)
+            representation, units = "pinyin_posteriors", projection.units
+        else:
+            representation, units = "ctc_logits", self.vocab
+        values = steps.reshape(n_frames, STEPS_PER_FRAME, -1).astype(np.float32)
+        return ContentFeatures(values=values, representation=representation, units=tuple(units))
+
 
 def load_content_encoder(name: str, language: str) -> ContentEncoder:
-    """Load the CTC model `name` (hub id or local directory), or build the stand-in when `name` is STAND_IN."""
+    """The encoder `name`: STAND_IN, POCKETSPHINX (or 'pocketsphinx:<model folder>'), or a CTC model's hub id or
+    local directory."""
     if name == STAND_IN:
         return build_stand_in(language)
+    if name == POCKETSPHINX or name.startswith(f"{POCKETSPHINX}:"):
+        from damc_core.audio.phones import load_phone_encoder
+
+        return load_phone_encoder(name, language)
     from transformers import AutoFeatureExtractor, AutoModelForCTC, AutoTokenizer
 
     try:
@@ -81,7 +141,7 @@ def load_content_encoder(name: str, language: str) -> ContentEncoder:
             f"pipeline with a random-init stand-in (its features carry no speech content)."
         ) from error
     vocab = tuple(tokenizer.convert_ids_to_tokens(list(range(model.config.vocab_size))))
-    return ContentEncoder(
+    return CTCEncoder(
         model=model.eval(), name=name, vocab=vocab,
         normalize=bool(getattr(extractor, "do_normalize", True)), stand_in=False,
     )
@@ -97,7 +157,7 @@ def _from_pretrained(factory, name: str):
         return factory.from_pretrained(name)
 
 
-def build_stand_in(language: str) -> ContentEncoder:
+def build_stand_in(language: str) -> CTCEncoder:
     """A small random-init HuBERT CTC model with the real front end (320-sample stride), seeded, for offline runs."""
     from transformers import HubertConfig, HubertForCTC
 
@@ -116,8 +176,8 @@ def build_stand_in(language: str) -> ContentEncoder:
             model = HubertForCTC(config)
         finally:
             torch.set_default_dtype(previous_dtype)
-    return ContentEncoder(model=model.eval(), name=f"{STAND_IN}:hubert-random-init", vocab=vocab,
-                          normalize=True, stand_in=True)
+    return CTCEncoder(model=model.eval(), name=f"{STAND_IN}:hubert-random-init", vocab=vocab,
+                      normalize=True, stand_in=True)
 
 
 def aligned_audio(audio: np.ndarray, n_frames: int) -> np.ndarray:
@@ -129,7 +189,7 @@ def aligned_audio(audio: np.ndarray, n_frames: int) -> np.ndarray:
 
 
 def encode(
-    encoder: ContentEncoder,
+    encoder: CTCEncoder,
     audio: np.ndarray,
     n_frames: int,
     output: ContentOutput,
@@ -168,9 +228,9 @@ class ContentFeatures:
     values: np.ndarray
     """(frames, 2, dim) float32."""
     representation: str
-    """'ctc_logits', 'pinyin_posteriors' or 'hidden_states'."""
+    """'ctc_logits', 'pinyin_posteriors', 'hidden_states' or 'phone_posteriors'."""
     units: tuple[str, ...]
-    """Names of the dimensions, when they have names (vocabulary tokens or pinyin units)."""
+    """Names of the dimensions, when they have names (vocabulary tokens, pinyin units or phones)."""
 
 
 def content_features(
@@ -182,24 +242,7 @@ def content_features(
     chunk_s: float,
     context_s: float,
 ) -> ContentFeatures:
-    """E_c(x): CTC logits (English), pinyin-unit posteriors (Mandarin, paper 3.5), or last hidden states."""
-    projection = None
-    if output == "logits" and language == "zh":
-        from damc_core.audio.pinyin import build_projection, project_logits  # pypinyin loads in ~0.3 s: Mandarin only
-
-        if not any("\u4e00" <= token <= "\u9fff" for token in encoder.vocab):
-            raise ContentEncoderUnavailable(
-                f"audio_features.language is 'zh' but {encoder.name!r} has no Chinese characters in its vocabulary; "
-                f"choose a character-vocabulary CTC model (e.g. jonatasgrosman/wav2vec2-large-xlsr-53-chinese-zh-cn)"
-            )
-        projection = build_projection(encoder.vocab)
-    steps = encode(encoder, audio, n_frames, output, chunk_s, context_s)
-    if output == "hidden_states":
-        representation, units = "hidden_states", ()
-    elif projection is not None:
-        steps = project_logits(steps, projection)
-        representation, units = "pinyin_posteriors", projection.units
-    else:
-        representation, units = "ctc_logits", encoder.vocab
-    values = steps.reshape(n_frames, STEPS_PER_FRAME, -1).astype(np.float32)
-    return ContentFeatures(values=values, representation=representation, units=tuple(units))
+    """E_c(x), one row per video frame: CTC logits (English), pinyin-unit posteriors (Mandarin, paper 3.5) or last
+    hidden states of a CTC model; phone occupancies of pocketsphinx (damc_core/audio/phones.py). Long audio is
+    processed in chunks of `chunk_s` seconds that each see `context_s` seconds of neighbouring audio on both sides."""
+    return encoder.features(audio, n_frames, language, output, chunk_s, context_s)

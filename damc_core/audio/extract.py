@@ -9,15 +9,11 @@ import numpy as np
 
 from damc_core.audio.content import ENCODER_STRIDE, STEPS_PER_FRAME, ContentEncoder, content_features
 from damc_core.audio.features import FeatureMeta, audio_sha256, save_features
+from damc_core.audio.levels import check_speech
 from damc_core.audio.mel import WAV2LIP, log_mel_windows
 from damc_core.media import AUDIO_SAMPLE_RATE, VIDEO_FPS
 from damc_core.params import AudioFeaturesConfig
 
-SILENCE_PEAK = 10 ** (-60 / 20)
-"""Audio whose peak stays below -60 dBFS is treated as silent."""
-CLIPPED_LEVEL = 0.999
-CLIPPED_FRACTION = 1e-3
-"""A warning is given when more than this fraction of samples sit at full scale."""
 MEL_WINDOW = 16
 """Mel frames per video frame (0.2 s), the Wav2Lip convention."""
 
@@ -34,23 +30,6 @@ def save_mel_windows(path: Path, windows: np.ndarray, source: str, language: str
     )
     save_features(path, windows, meta)
     return meta
-
-
-class AudioInputError(ValueError):
-    """Audio that features cannot sensibly be computed from (e.g. digital silence)."""
-
-
-def check_speech(audio: np.ndarray, source: str) -> list[str]:
-    """Reject silent audio; return warnings for audio that is usable but suspect (clipping)."""
-    peak = float(np.abs(audio).max()) if audio.size else 0.0
-    if peak < SILENCE_PEAK:
-        level = 20 * np.log10(peak) if peak > 0 else float("-inf")
-        raise AudioInputError(f"{source}: the audio is silent (peak {level:.0f} dBFS); is it the right file or track?")
-    warnings = []
-    clipped = float(np.mean(np.abs(audio) >= CLIPPED_LEVEL))
-    if clipped > CLIPPED_FRACTION:
-        warnings.append(f"{source}: {clipped:.1%} of samples are at full scale (clipped); lip sync may suffer")
-    return warnings
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,12 @@ from pathlib import Path
 
 import numpy as np
 
+from damc_core.errors import InputError
+
 META_SUFFIX = ".meta.json"
 
 
-class FeatureMismatchError(ValueError):
+class FeatureMismatchError(InputError, ValueError):
     """A feature file disagrees with its meta file, or with the video or audio it is used with."""
 
 
@@ -26,11 +28,11 @@ class FeatureMeta:
     encoder: str
     """The model or transform that produced the features (hub id, local path, or a labelled stand-in)."""
     representation: str
-    """'ctc_logits', 'pinyin_posteriors', 'hidden_states' or 'log_mel'."""
+    """'ctc_logits', 'pinyin_posteriors', 'phone_posteriors' (pocketsphinx), 'hidden_states' or 'log_mel'."""
     shape: tuple[int, ...]
     """Shape of the stored array: (frames, window, dim) for content, (frames, n_mels, window) for mel."""
     dim: int
-    """Feature size of one time step (logit count, pinyin unit count, hidden size, or mel bins)."""
+    """Feature size of one time step (logit count, pinyin or phone unit count, hidden size, or mel bins)."""
     window: int
     """Time steps per video frame: 2 encoder steps at 50 Hz, or 16 mel frames at 80 Hz."""
     rate_hz: float

@@ -1,4 +1,5 @@
-"""68-point iBUG facial landmarks of video frames: MediaPipe FaceMesh (offline) or face_alignment's FAN (weights)."""
+"""68-point iBUG facial landmarks of video frames: MediaPipe FaceMesh (offline), dlib (offline, non-commercial model)
+or face_alignment's FAN (weights)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Literal, Protocol, Self
 
 import numpy as np
+
+from damc_core.errors import InputError
 
 N_LANDMARKS = 68
 
@@ -35,8 +38,15 @@ _FACE_ALIGNMENT_WEIGHTS = (
     "(s3fd-619a316812.pth, 2DFAN4-cd938726ad.zip); offline, copy them there"
 )
 
+BACKEND_JUDGES: dict[str, str] = {
+    "mediapipe": "MediaPipe FaceMesh at MEDIAPIPE_TO_IBUG68 (the detector face_prep placed the training crops with)",
+    "dlib": "dlib 68-point (HOG face detector + iBUG 300-W shape predictor, non-commercial)",
+    "face_alignment": "face_alignment S3FD face detector + 2D-FAN-4",
+}
+"""What each backend is, for metric reports."""
 
-class LandmarkBackendUnavailable(RuntimeError):
+
+class LandmarkBackendUnavailable(InputError, RuntimeError):
     """A landmark backend's package or weights are missing; the message names what to install or download."""
 
 
@@ -63,7 +73,7 @@ class LandmarkDetector(Protocol):
 
 
 def make_detector(
-    backend: Literal["mediapipe", "face_alignment"],
+    backend: Literal["mediapipe", "dlib", "face_alignment"],
     *,
     max_faces: int = 2,
     video: bool = True,
@@ -72,16 +82,22 @@ def make_detector(
     """A landmark detector finding up to ``max_faces`` faces per frame.
 
     ``video``: frames come in order from one video, so MediaPipe tracks faces from frame to frame instead of searching
-    each frame afresh (FAN always searches). ``device``: torch device of FAN (MediaPipe runs on the CPU).
+    each frame afresh, and dlib (with ``max_faces=1``) first searches a frame downscaled for the previous frame's face
+    (each frame's landmarks are still dlib's own for that frame); FAN always searches. ``device``: torch device of FAN
+    (MediaPipe and dlib run on the CPU).
     Raises LandmarkBackendUnavailable when the backend's package or weights are missing.
     """
     if max_faces < 1:
         raise ValueError(f"max_faces must be at least 1, got {max_faces}")
     if backend == "mediapipe":
         return _MediaPipeFaceMesh(max_faces=max_faces, video=video)
+    if backend == "dlib":
+        from damc_core.face.dlib_landmarks import DlibFaceLandmarks
+
+        return DlibFaceLandmarks(max_faces=max_faces, video=video)
     if backend == "face_alignment":
         return _FaceAlignmentFan(max_faces=max_faces, device=device)
-    raise ValueError(f"unknown landmark backend {backend!r}; expected 'mediapipe' or 'face_alignment'")
+    raise ValueError(f"unknown landmark backend {backend!r}; expected one of {', '.join(map(repr, BACKEND_JUDGES))}")
 
 
 def detect_sequence(
@@ -116,12 +132,12 @@ class _MediaPipeFaceMesh(LandmarkDetector):
         )
 
     def detect(self, frame: np.ndarray) -> list[np.ndarray]:
-        frame = _checked_frame(frame)
+        frame = checked_frame(frame)
         if self._mesh is None:
             raise RuntimeError(f"{self.name} detector is closed")
         faces = self._mesh.process(frame).multi_face_landmarks or []
         height, width = frame.shape[:2]
-        return _largest_first([_facemesh_to_ibug68(face.landmark, width, height) for face in faces])
+        return largest_first([_facemesh_to_ibug68(face.landmark, width, height) for face in faces])
 
     def close(self) -> None:
         if self._mesh is not None:
@@ -151,17 +167,17 @@ class _FaceAlignmentFan(LandmarkDetector):
         self._max_faces = max_faces
 
     def detect(self, frame: np.ndarray) -> list[np.ndarray]:
-        frame = _checked_frame(frame)
+        frame = checked_frame(frame)
         if self._model is None:
             raise RuntimeError(f"{self.name} detector is closed")
         faces = self._model.get_landmarks_from_image(frame) or []
-        return _largest_first([np.asarray(face, dtype=np.float32) for face in faces])[: self._max_faces]
+        return largest_first([np.asarray(face, dtype=np.float32) for face in faces])[: self._max_faces]
 
     def close(self) -> None:
         self._model = None
 
 
-def _checked_frame(frame: np.ndarray) -> np.ndarray:
+def checked_frame(frame: np.ndarray) -> np.ndarray:
     """The frame as a C-contiguous array, after checking it is RGB uint8 HxWx3."""
     if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
         raise ValueError(f"Expected an RGB uint8 HxWx3 frame, got {frame.dtype} of shape {frame.shape}.")
@@ -174,6 +190,6 @@ def _facemesh_to_ibug68(vertices: Sequence[Any], width: int, height: int) -> np.
     return (normalised * (width, height) - 0.5).astype(np.float32)
 
 
-def _largest_first(faces: list[np.ndarray]) -> list[np.ndarray]:
+def largest_first(faces: list[np.ndarray]) -> list[np.ndarray]:
     """Faces sorted by the area of their landmarks' bounding box, largest first."""
     return sorted(faces, key=lambda points: float(np.prod(np.ptp(points, axis=0))), reverse=True)

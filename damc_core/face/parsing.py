@@ -35,6 +35,7 @@ import cv2
 import numpy as np
 import torch
 
+from damc_core.errors import InputError
 from damc_core.face.bisenet import CELEBAMASK_CLASSES, IMAGENET_MEAN, IMAGENET_STD, INPUT_SIZE, BiSeNet
 
 
@@ -74,7 +75,7 @@ CELEBAMASK_TO_PART = np.array([_NON_HEAD_CLASSES.get(name, Part.HEAD) for name i
 earring, glasses and hat are HEAD, neck and necklace NECK, cloth TORSO."""
 
 
-class ParsingBackendUnavailable(RuntimeError):
+class ParsingBackendUnavailable(InputError, RuntimeError):
     """A parsing backend cannot run here: its package or weights file is missing."""
 
 

@@ -121,6 +121,9 @@ class HeadPoseFit:
     reprojection_error_px: np.ndarray
     """(T,) weighted mean distance in pixels between the landmarks and the projected template (fitted points only),
     for the smoothed pose."""
+    focal_at_search_bound: bool
+    """True when the focal search ended on its smallest or largest candidate: the true focal may lie beyond it,
+    where the error curve is usually flat (a far, telephoto-like view: depth and focal trade off)."""
 
 
 def fit_head_pose(
@@ -167,6 +170,7 @@ def fit_head_pose(
         translations=translations,
         camera_to_world=_camera_to_world(rotations, translations),
         reprojection_error_px=errors,
+        focal_at_search_bound=len(candidates) > 1 and not candidates[0] * 1.001 < focal < candidates[-1] / 1.001,
     )
 
 

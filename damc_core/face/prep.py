@@ -24,16 +24,26 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from damc_core.audio.levels import check_speech
+from damc_core.errors import InputError
 from damc_core.face.blink import blink_signal
 from damc_core.face.landmarks import make_detector
 from damc_core.face.parsing import Part, make_parser, parsing_to_rgb, rgb_to_parsing
 from damc_core.face.pose import HeadPoseFit, fit_head_pose, split_by_time, transforms_json
 from damc_core.media import AUDIO_SAMPLE_RATE, VIDEO_FPS, iter_video_frames, probe, read_audio, write_audio
 from damc_core.params import FacePrepConfig
-from damc_core.staging import staged_directory
+from damc_core.staging import check_replaceable, staged_directory
 
 
-class FacePrepError(ValueError):
+STAGE = "face_prep"
+"""The writer named in the output folder's marker (see damc_core.staging)."""
+CHANGED_PIXEL_LEVEL = 8
+"""Grey levels (of 255) by which a pixel must change between frames to count as changed."""
+STILL_CHANGED_FRACTION = 1e-3
+"""A video in which no frame changes more than this fraction of its pixels is warned about as a still picture."""
+
+
+class FacePrepError(InputError, ValueError):
     """The video cannot be made into a training set; the message says why and where."""
 
 
@@ -126,12 +136,14 @@ def check_face_counts(counts: np.ndarray, config: FacePrepConfig, video: Path) -
 def prepare_subject(video: Path, out_dir: Path, config: FacePrepConfig) -> PreparedSubject:
     """Build the dataset folder `out_dir` from `video`. Written to a temporary folder first and moved into place only
     when complete, so a failure leaves any earlier output untouched."""
+    check_replaceable(out_dir, STAGE)
     warnings = check_input(video, config)
     audio = read_audio(video)
-    with staged_directory(out_dir) as work:
+    warnings += check_speech(audio, str(video))
+    with staged_directory(out_dir, STAGE) as work:
         for folder in ("ori_imgs", "parsing", "gt_imgs", "torso_imgs"):
             (work / folder).mkdir()
-        raw, counts = _write_frames_and_landmarks(video, work, config)
+        raw, counts, changed = _write_frames_and_landmarks(video, work, config)
         if len(raw) < config.min_frames:
             raise FacePrepError(f"{video} has {len(raw)} frames at 25 fps; at least face_prep.min_frames="
                                 f"{config.min_frames} are needed for a train/validation split")
@@ -148,23 +160,62 @@ def prepare_subject(video: Path, out_dir: Path, config: FacePrepConfig) -> Prepa
         train_ids, val_ids = split_by_time(len(landmarks), config.val_fraction)
         _write_camera_files(work, pose, blink, train_ids, val_ids)
         subject = PreparedSubject(landmarks, interpolated, blink, pose, train_ids, val_ids, width, height)
+        warnings += content_warnings(video, raw, changed, width, height) + pose_warnings(video, pose)
         _write_meta(work, subject, video, config, warnings, counts)
     return subject
 
 
-def _write_frames_and_landmarks(video: Path, work: Path, config: FacePrepConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Save every 25 fps frame as ori_imgs/<i>.jpg and detect its landmarks (NaN where no face)."""
-    landmarks, counts = [], []
+def _write_frames_and_landmarks(
+    video: Path, work: Path, config: FacePrepConfig
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Save every 25 fps frame as ori_imgs/<i>.jpg and detect its landmarks (NaN where no face); also return the
+    number of faces per frame and the fraction of pixels that changed from the previous frame."""
+    landmarks, counts, changed = [], [], []
     quality = [cv2.IMWRITE_JPEG_QUALITY, config.jpeg_quality]
+    previous = None
     with make_detector(config.landmarks, max_faces=2, video=True) as detector:
         for index, frame in enumerate(tqdm(iter_video_frames(video), desc="landmarks", unit="frame", leave=False)):
             cv2.imwrite(str(work / "ori_imgs" / f"{index}.jpg"), frame[..., ::-1], quality)
             faces = detector.detect(frame)
             counts.append(len(faces))
             landmarks.append(faces[0] if faces else np.full((68, 2), np.nan, dtype=np.float32))
+            if previous is not None:
+                changed.append(changed_pixel_fraction(previous, frame))
+            previous = frame
     if not landmarks:
         raise FacePrepError(f"{video} decodes to zero frames")
-    return np.stack(landmarks).astype(np.float32), np.asarray(counts)
+    return np.stack(landmarks).astype(np.float32), np.asarray(counts), np.asarray(changed)
+
+
+def changed_pixel_fraction(previous: np.ndarray, frame: np.ndarray) -> float:
+    """Fraction of pixels of two HxWx3 uint8 frames whose largest channel difference exceeds CHANGED_PIXEL_LEVEL
+    (compression noise of a still picture stays below it)."""
+    difference = cv2.absdiff(previous, frame).max(axis=2)
+    return float(np.count_nonzero(difference > CHANGED_PIXEL_LEVEL)) / difference.size
+
+
+def content_warnings(video: Path, landmarks: np.ndarray, changed: np.ndarray, width: int, height: int) -> list[str]:
+    """Warnings about a usable but suspect video: a still picture, or a face whose landmarks leave the frame."""
+    warnings = []
+    if changed.size and changed.max() < STILL_CHANGED_FRACTION:
+        warnings.append(f"{video}: at most {changed.max():.2%} of the pixels change from one frame to the next: a "
+                        f"still picture looped as a video? The head cannot learn to speak from it")
+    points = landmarks[~np.isnan(landmarks).any(axis=(1, 2))]
+    outside = ((points < 0) | (points > np.array([width - 1, height - 1]))).any(axis=(1, 2))
+    if outside.any():
+        warnings.append(f"{video}: the face's landmarks leave the picture in {outside.sum()} of {len(landmarks)} "
+                        f"frames: the face is cut off at the edge; crop the video wider around the head")
+    return warnings
+
+
+def pose_warnings(video: Path, pose: HeadPoseFit) -> list[str]:
+    """A warning when the focal length search ended on its bound (the camera's depth is then uncertain)."""
+    if not pose.focal_at_search_bound:
+        return []
+    side = max(pose.width, pose.height)
+    return [f"{video}: the focal length ended on the search's bound ({pose.focal_px:.0f} px, "
+            f"{pose.focal_px / side:.1f}x the image side): the reprojection error is flat there, so the camera's "
+            f"depth and focal are uncertain (a distant or telephoto view)"]
 
 
 def _write_landmark_files(work: Path, landmarks: np.ndarray) -> None:

@@ -18,6 +18,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from damc_core.errors import InputError
+
 ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
 """File name of torchvision's ImageNet AlexNet weights, the backbone lpips downloads through torchvision."""
 
@@ -49,7 +51,7 @@ EPS = 1e-10
 """Added to the channel norm before dividing by it, as in lpips.normalize_tensor."""
 
 
-class MissingWeightsError(FileNotFoundError):
+class MissingWeightsError(InputError, FileNotFoundError):
     """A weights file LPIPS needs is absent; the message names the file and how to obtain it."""
 
 

@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from damc_core.errors import InputError
 from damc_core.media import AUDIO_SAMPLE_RATE, SAMPLES_PER_FRAME
 from damc_core.sync.data import SYNC_FRAMES
 from damc_core.sync.models import SyncExpert
@@ -75,7 +76,7 @@ PCM16_SCALE = 32768.0
 """Full scale of 16-bit PCM: float audio in [-1, 1] is scaled by this to the sample values syncnet_python reads."""
 
 
-class MissingSyncNetWeights(FileNotFoundError):
+class MissingSyncNetWeights(InputError, FileNotFoundError):
     """The SyncNet weights file is absent; the message names the file and where to download it."""
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from damc_core.config import from_dict, to_dict
+from damc_core.errors import InputError
 from damc_core.nerf.model import TalkingHead
 from damc_core.params import FieldConfig, FusionConfig
 from damc_core.sync.models import DynamicSyncEncoder
@@ -15,6 +16,10 @@ from damc_core.training import export_weights
 
 HEAD_WEIGHTS = "head.pt"
 """The exported bundle: {"talking_head": state dict, "dynamic_encoder": state dict}; its meta is head.json."""
+
+
+class HeadBundleError(InputError, FileNotFoundError):
+    """A --model folder that holds no exported head."""
 
 
 def export_head(out_dir: Path, head: TalkingHead, encoder: DynamicSyncEncoder, meta: dict) -> None:
@@ -39,7 +44,7 @@ def load_head(
     """The exported head (eval mode, frozen), its E_d, and its meta, from a nerf_coarse or nerf_fine folder."""
     path = Path(model_dir) / HEAD_WEIGHTS
     if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: --model must be a nerf_coarse or nerf_fine output folder "
+        raise HeadBundleError(f"{path} is missing: --model must be a nerf_coarse or nerf_fine output folder "
                                 f"(e.g. data/nerf_fine/<subject>); run `dvc repro` to train one")
     meta = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
     weights = torch.load(path, map_location=device, weights_only=True)

@@ -12,6 +12,7 @@ import torch
 
 from damc_core.audio.extract import CONTENT_NAME, MEL_NAME
 from damc_core.audio.features import FeatureMismatchError, load_features
+from damc_core.errors import InputError
 from damc_core.face.parsing import Part, rgb_to_parsing
 from damc_core.fusion import window_indices
 from damc_core.sync.models import DynamicSyncEncoder
@@ -25,7 +26,7 @@ LIPS_MARGIN = 0.3
 """Margin around the lip landmarks, as a fraction of the mouth's width."""
 
 
-class SubjectDataError(ValueError):
+class SubjectDataError(InputError, ValueError):
     """A prepared subject folder that is incomplete or inconsistent; the message names the file."""
 
 

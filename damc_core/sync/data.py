@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from damc_core.audio.mel import log_mel_windows
 from damc_core.clipset import clip_path, read_manifest
+from damc_core.errors import InputError
 from damc_core.face.landmarks import LandmarkDetector, detect_sequence
 from damc_core.media import MediaError, iter_video_frames, probe, read_audio
 from damc_core.staging import staged_directory
@@ -25,7 +26,7 @@ SYNC_FRAMES = 5
 INDEX_NAME = "clips.json"
 
 
-class NoFaceError(ValueError):
+class NoFaceError(InputError, ValueError):
     """No face was found in any frame of a clip."""
 
 
@@ -140,7 +141,7 @@ def save_clip_arrays(directory: str | Path, clips: Sequence[ClipArrays]) -> str:
     """Write `clips` to `directory` (replacing it): <clip_id>.faces.npy, <clip_id>.mel.npy and an index of the clip
     order and fingerprint. Returns the fingerprint."""
     digest = fingerprint(clips)
-    with staged_directory(Path(directory)) as staging:
+    with staged_directory(Path(directory), "sync_data") as staging:
         for clip in clips:
             np.save(staging / f"{clip.clip_id}.faces.npy", clip.lower_faces)
             np.save(staging / f"{clip.clip_id}.mel.npy", clip.mel)

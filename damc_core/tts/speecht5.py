@@ -9,10 +9,11 @@ import numpy as np
 import torch
 
 from damc_core.audio.mel import SPEECHT5, convert_log10_mel
+from damc_core.errors import InputError
 from damc_core.tts.text import check_speakable
 
 
-class TTSModelUnavailable(RuntimeError):
+class TTSModelUnavailable(InputError, RuntimeError):
     """SpeechT5 weights or the speaker embedding are missing."""
 
 

@@ -15,6 +15,7 @@ from damc_core.media import AUDIO_SAMPLE_RATE, read_audio, write_audio
 from damc_core.params import TTSConfig
 from damc_core.tts.espeak import speak_text
 from damc_core.tts.speecht5 import SpeechT5, speecht5_synthesise
+from damc_core.tts.text import check_language
 
 SPEECH_NAME = "speech.wav"
 MEL_NAME = "mel.npy"
@@ -37,6 +38,7 @@ class SpokenText:
 
 def speak(text: str, language: str, config: TTSConfig, speecht5: SpeechT5 | None) -> SpokenText:
     """Synthesise `text`: SpeechT5 for English when configured, espeak-ng otherwise."""
+    check_language(text, language)
     if language == "en" and config.backend == "speecht5":
         if speecht5 is None:
             raise ValueError("tts.backend is 'speecht5' but no SpeechT5 model was loaded")

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from damc_core.errors import InputError
 
 
-class TextInputError(ValueError):
+class TextInputError(InputError, ValueError):
     """A text that cannot be spoken."""
 
 
@@ -16,6 +17,14 @@ def is_chinese_character(character: str) -> bool:
 def detect_language(text: str) -> str:
     """'zh' when the text contains Chinese characters, else 'en'."""
     return "zh" if any(is_chinese_character(character) for character in text) else "en"
+
+
+def check_language(text: str, language: str) -> None:
+    """TextInputError for Chinese characters to be spoken as English: English voices read each one as "Chinese
+    letter"."""
+    if language == "en" and detect_language(text) == "zh":
+        raise TextInputError(f"text {text!r} is written in Chinese characters but its language is 'en' (an English "
+                             f"voice would read each character as \"Chinese letter\"): give the language zh")
 
 
 def check_speakable(text: str) -> str:
