@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -10,7 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from damc_core.gallery import STYLE, relative_url
+from damc_core.gallery import STYLE, number_text, relative_url
+from damc_core.gallery_charts import escape_attribute, escape_text
 from damc_core.staging import staged_file
 
 METRICS_FILE = "reports/metrics.json"
@@ -177,7 +177,7 @@ HEADERS = ("experiment", "subject", "fusion.mode", "fusion.dim", *(header for he
 def _cells(row: ExperimentRow, note: Callable[[str | None], str]) -> list[str]:
     """The row's cells as text; `note(reason)` gives the text of a null cell."""
     label = row.experiment if row.state == "success" else f"{row.experiment} ({row.state})"
-    numbers = [_number(value.value) if value.value is not None else note(value.reason)
+    numbers = [number_text(value.value) if value.value is not None else note(value.reason)
                for value in (getattr(row, field) for _, field in COLUMNS)]
     return [label, row.subject or "-", row.fusion_mode or "-", "-" if row.fusion_dim is None else str(row.fusion_dim),
             *numbers]
@@ -212,7 +212,7 @@ def experiments_html(rows: Sequence[ExperimentRow], page_dir: Path, gallery_page
         if text not in reasons:
             reasons.append(text)
         number = reasons.index(text) + 1
-        return f'<span class="na" title="{_attr(text)}">n/a<sup><a href="#note-{number}">{number}</a></sup></span>'
+        return f'<span class="na" title="{escape_attribute(text)}">n/a<sup><a href="#note-{number}">{number}</a></sup></span>'
 
     parts = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
              '<meta name="viewport" content="width=device-width, initial-scale=1">',
@@ -223,26 +223,26 @@ def experiments_html(rows: Sequence[ExperimentRow], page_dir: Path, gallery_page
               "Written by <code>scripts/experiments_table.py</code>; run it again after new experiments.</p>")]
     if gallery_page is not None:
         parts.append(f'<p class="links"><a href="{relative_url(gallery_page, page_dir)}">Results gallery</a></p>')
-    parts += ['<table class="experiments">', "<thead><tr>" + "".join(f"<th>{_text(h)}</th>" for h in HEADERS)
+    parts += ['<table class="experiments">', "<thead><tr>" + "".join(f"<th>{escape_text(h)}</th>" for h in HEADERS)
               + "</tr></thead>", "<tbody>"]
     for row in rows:
         cells = _cells(row, note)
-        texts = [_text(cell) for cell in cells[:4]] + cells[4:]  # the metric cells are already HTML
-        parts.append(f'<tr data-state="{_attr(row.state)}" data-rev="{_attr(row.rev)}">'
+        texts = [escape_text(cell) for cell in cells[:4]] + cells[4:]  # the metric cells are already HTML
+        parts.append(f'<tr data-state="{escape_attribute(row.state)}" data-rev="{escape_attribute(row.rev)}">'
                      + "".join(f"<td>{cell}</td>" for cell in texts) + "</tr>")
     if not rows:
         parts.append(f'<tr><td colspan="{len(HEADERS)}">No experiments.</td></tr>')
     parts += ["</tbody>", "</table>"]
     if reasons:
         parts.append('<ol class="notes">')
-        parts += [f'<li id="note-{number}">{_text(text)}</li>' for number, text in enumerate(reasons, start=1)]
+        parts += [f'<li id="note-{number}">{escape_text(text)}</li>' for number, text in enumerate(reasons, start=1)]
         parts.append("</ol>")
     parts += ["<h2>Reference: the paper's Table 3</h2>", '<table class="reference">',
               "<caption>The DAMC paper's Table 3 as reported (its numbers, not reproduced here); Sync is LSE-C."
               "</caption>", "<thead><tr><th>fusion.mode</th><th>Method</th><th>LMD \u2193</th><th>Sync \u2191</th>"
               "</tr></thead>", "<tbody>"]
-    parts += [f"<tr><td>{_text(mode)}</td><td>{_text(row['method'])}</td><td>{_number(row['LMD'])}</td>"
-              f"<td>{_number(row['Sync'])}</td></tr>" for mode, row in PAPER_TABLE_3.items()]
+    parts += [f"<tr><td>{escape_text(mode)}</td><td>{escape_text(row['method'])}</td><td>{number_text(row['LMD'])}</td>"
+              f"<td>{number_text(row['Sync'])}</td></tr>" for mode, row in PAPER_TABLE_3.items()]
     parts += ["</tbody>", "</table>", "</body>", "</html>", ""]
     return "\n".join(parts)
 
@@ -255,17 +255,6 @@ def write_experiments_page(path: Path, rows: Sequence[ExperimentRow], gallery_pa
         partial.write_text(text, encoding="utf-8", newline="\n")
 
 
-def _number(value: float) -> str:
-    return f"{value:.3f}"
-
-
 def _markdown_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
 
-
-def _text(text: str) -> str:
-    return html.escape(str(text), quote=False)
-
-
-def _attr(text: str) -> str:
-    return html.escape(str(text), quote=True)

@@ -15,7 +15,6 @@ machine, and all numbers are formatted explicitly.
 
 from __future__ import annotations
 
-import html
 import math
 import os
 import re
@@ -27,7 +26,7 @@ from urllib.parse import quote
 
 import numpy as np
 
-from damc_core.gallery_charts import read_curve, svg_chart, svg_line_chart
+from damc_core.gallery_charts import escape_attribute, escape_text, read_curve, svg_chart, svg_line_chart
 from damc_core.gallery_figures import ERROR_GAIN, ValidationFigures, encode_image, first_frame
 from damc_core.staging import staged_directory, staged_file
 
@@ -164,7 +163,7 @@ class _Images:
         self.files[name] = encode_image(image, Path(name).suffix)
         height, width = image.shape[:2]
         return (f'<img src="{self.url(name)}" width="{width * zoom}" height="{height * zoom}" '
-                f'alt="{_attr(alt)}">')
+                f'alt="{escape_attribute(alt)}">')
 
     def poster(self, name: str, video: Path) -> str:
         """Store the first frame of `video` as `name` and return the URL of it, for a poster attribute."""
@@ -216,19 +215,19 @@ def write_gallery(
         "<head>",
         '<meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{_text(title)}</title>",
+        f"<title>{escape_text(title)}</title>",
         f"<style>\n{STYLE}</style>",
         f"<script>\n{PROBE_SCRIPT}</script>",
         "</head>",
         "<body>",
-        f"<h1>{_text(title)}</h1>",
+        f"<h1>{escape_text(title)}</h1>",
     ]
     if experiments_page is not None:
         parts.append(f'<p class="links"><a href="{relative_url(Path(experiments_page), page_dir)}">All experiments '
                      "(dvc exp show): fusion mode, dimension and metrics of each</a></p>")
     if subjects:
         parts.append("<nav><ul>")
-        parts += [f'<li><a href="#{_subject_id(i)}">{_text(s.name)}</a></li>' for i, s in enumerate(subjects)]
+        parts += [f'<li><a href="#{_subject_id(i)}">{escape_text(s.name)}</a></li>' for i, s in enumerate(subjects)]
         parts.append("</ul></nav>")
     else:
         parts.append("<p>No subjects.</p>")
@@ -256,7 +255,7 @@ def _subject_section(
     subject: SubjectResults, sid: str, page_dir: Path, paper_table: Mapping[str, Mapping[str, float]],
     columns: list[str], images: _Images, folder: str,
 ) -> list[str]:
-    parts = [f'<section class="subject" id="{sid}">', f"<h2>{_text(subject.name)}</h2>",
+    parts = [f'<section class="subject" id="{sid}">', f"<h2>{escape_text(subject.name)}</h2>",
              "<h3>Validation: ground truth and rendered</h3>", '<div class="videos pair">',
              _video(subject.gt_video, "Ground truth", "gt", page_dir, images.poster(f"{folder}/poster_gt.jpg",
                                                                                    subject.gt_video)),
@@ -276,33 +275,33 @@ def _subject_section(
     for metric, entry in subject.metrics.items():
         cell = _value_cell(entry, metric, sid, notes)
         backend = entry.get("backend") or ""
-        parts.append(f'<tr data-metric="{_attr(metric)}"><td>{_text(metric)}</td>{cell}'
-                     f"<td>{_text(str(backend))}</td></tr>")
+        parts.append(f'<tr data-metric="{escape_attribute(metric)}"><td>{escape_text(metric)}</td>{cell}'
+                     f"<td>{escape_text(str(backend))}</td></tr>")
     if not subject.metrics:
         parts.append('<tr><td colspan="3">No metrics.</td></tr>')
     parts += ["</tbody>", "</table>"]
 
     if paper_table:
         parts += ["<h3>Reference: the paper's Table 1</h3>", '<table class="reference">',
-                  (f"<caption>{_text(PAPER_TABLE_1_CAPTION)} "
-                   f"The last row is this run's {_text(subject.name)}.</caption>"),
-                  "<thead><tr><th>Method</th>" + "".join(f"<th>{_text(_column_header(c))}</th>" for c in columns)
+                  (f"<caption>{escape_text(PAPER_TABLE_1_CAPTION)} "
+                   f"The last row is this run's {escape_text(subject.name)}.</caption>"),
+                  "<thead><tr><th>Method</th>" + "".join(f"<th>{escape_text(_column_header(c))}</th>" for c in columns)
                   + "</tr></thead>", "<tbody>"]
         for method, row in paper_table.items():
-            cells = "".join(f"<td>{_number(row[c])}</td>" if _finite(row.get(c)) else "<td>-</td>" for c in columns)
-            parts.append(f'<tr class="paper"><td>{_text(method)}</td>{cells}</tr>')
+            cells = "".join(f"<td>{number_text(row[c])}</td>" if _finite(row.get(c)) else "<td>-</td>" for c in columns)
+            parts.append(f'<tr class="paper"><td>{escape_text(method)}</td>{cells}</tr>')
         ours = []
         for column in columns:
             name, entry = _our_metric(subject.metrics, column)
             if entry is None:
                 entry = {"value": None, "reason": "not among this run's metrics"}
             ours.append(_value_cell(entry, name, sid, notes))
-        parts.append(f'<tr class="ours"><td>This run: {_text(subject.name)}</td>{"".join(ours)}</tr>')
+        parts.append(f'<tr class="ours"><td>This run: {escape_text(subject.name)}</td>{"".join(ours)}</tr>')
         parts += ["</tbody>", "</table>"]
 
     if notes:
         parts.append('<ol class="notes">')
-        parts += [f'<li id="{note_id}">{_text(text)}</li>' for note_id, text in notes]
+        parts += [f'<li id="{note_id}">{escape_text(text)}</li>' for note_id, text in notes]
         parts.append("</ol>")
 
     if subject.curves:
@@ -319,7 +318,7 @@ def _value_cell(entry: Mapping[str, Any], label: str, sid: str, notes: list[tupl
     """<td> of a metric value; a null (or non-finite) one is "n/a" with its reason as tooltip and a numbered note."""
     value = entry.get("value")
     if _finite(value):
-        return f"<td>{_number(value)}</td>"
+        return f"<td>{number_text(value)}</td>"
     reason = entry.get("reason") or ("not a finite number" if value is not None else "no reason given")
     text = f"{label}: {reason}"
     texts = [note_text for _, note_text in notes]
@@ -329,7 +328,7 @@ def _value_cell(entry: Mapping[str, Any], label: str, sid: str, notes: list[tupl
         number = len(notes) + 1
         notes.append((f"{sid}-note-{number}", text))
     note_id = f"{sid}-note-{number}"
-    return (f'<td class="na" title="{_attr(str(reason))}">n/a<sup><a href="#{note_id}">{number}</a></sup></td>')
+    return (f'<td class="na" title="{escape_attribute(str(reason))}">n/a<sup><a href="#{note_id}">{number}</a></sup></td>')
 
 
 def _our_metric(
@@ -369,12 +368,12 @@ def _validation_figures(figures: ValidationFigures, images: _Images, folder: str
             name = f"{folder}/still_{still.key}.png"
             alt = f"{still.label}: real, rendered and error of frame {still.frame_id}"
             parts.append(f'<figure class="still">{images.add(name, still.strip, alt)}<figcaption>'
-                         f"{_text(still.label.capitalize())}: frame {still.frame_id} (inner-lip opening real "
+                         f"{escape_text(still.label.capitalize())}: frame {still.frame_id} (inner-lip opening real "
                          f"{_px(still.opening_real)}, rendered {_px(still.opening_rendered)}). Left to right: real, "
                          f"rendered, |real − rendered| × {ERROR_GAIN}.</figcaption></figure>")
         parts.append("</div>")
     else:
-        parts.append(f'<p class="na">No stills: {_text(figures.stills_reason or "no frames")}.</p>')
+        parts.append(f'<p class="na">No stills: {escape_text(figures.stills_reason or "no frames")}.</p>')
     frames = ", ".join(str(frame) for frame in figures.mouth_frame_ids)
     parts += ["<h3>Mouth over time</h3>", '<div class="mouth"><figure class="mouth-strip">',
               images.add(f"{folder}/mouth.png", figures.mouth_strip, "mouth crops, real above rendered",
@@ -387,7 +386,7 @@ def _validation_figures(figures: ValidationFigures, images: _Images, folder: str
                       title="Mouth opening over the validation frames", x_label="frame",
                       y_label="inner-lip opening (px)", width=640)
     parts += ["<h3>Mouth opening: real and rendered</h3>", '<figure class="opening">', chart,
-              f"<figcaption>{_text(figures.opening_source)}; frames where no face was found are left out."
+              f"<figcaption>{escape_text(figures.opening_source)}; frames where no face was found are left out."
               "</figcaption></figure>"]
     return parts
 
@@ -399,7 +398,7 @@ def _px(value: float) -> str:
 def _video(video: Path, caption: str, kind: str, page_dir: Path, poster: str) -> str:
     src = relative_url(Path(video), page_dir)
     return (f'<figure class="{kind}"><video controls muted loop playsinline preload="metadata" poster="{poster}" '
-            f'src="{src}"></video><figcaption>{_text(caption)} (<a href="{src}">{_text(Path(video).name)}</a>)'
+            f'src="{src}"></video><figcaption>{escape_text(caption)} (<a href="{src}">{escape_text(Path(video).name)}</a>)'
             "</figcaption></figure>")
 
 
@@ -414,7 +413,7 @@ def _subject_folder(name: str, index: int) -> str:
 def relative_url(target: Path, page_dir: Path) -> str:
     """URL of target relative to page_dir, percent-encoded (spaces, #, ?, non-ASCII) and escaped for an attribute."""
     relative = os.path.relpath(os.path.abspath(target), page_dir)
-    return _attr(quote(Path(relative).as_posix(), safe="/-._~"))
+    return escape_attribute(quote(Path(relative).as_posix(), safe="/-._~"))
 
 
 def _subject_id(index: int) -> str:
@@ -425,13 +424,6 @@ def _finite(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _number(value: float) -> str:
+def number_text(value: float) -> str:
+    """A metric value as the gallery and the experiments page show it."""
     return f"{value:.3f}"
-
-
-def _text(text: str) -> str:
-    return html.escape(str(text), quote=False)
-
-
-def _attr(text: str) -> str:
-    return html.escape(str(text), quote=True)

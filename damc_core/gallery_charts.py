@@ -67,8 +67,8 @@ def svg_chart(
     left, right, top, bottom = 72, 24, 26, 42
     plot_w, plot_h = width - left - right, height - top - bottom
     out = [f'<svg class="chart" role="img" width="{width}" height="{height}" viewBox="0 0 {width} {height}">',
-           f"<title>{_text(title)}</title>",
-           f'<text class="title" x="{left}" y="16">{_text(title)}</text>']
+           f"<title>{escape_text(title)}</title>",
+           f'<text class="title" x="{left}" y="16">{escape_text(title)}</text>']
     everything = [point for points in drawn.values() for point in points]
     if not everything:
         out += [f'<text x="{left}" y="{top + plot_h / 2:.0f}">no finite values</text>', "</svg>"]
@@ -96,7 +96,7 @@ def svg_chart(
     for index, (name, points) in enumerate(drawn.items()):
         colour = SERIES_COLOURS[index % len(SERIES_COLOURS)]
         coordinates = " ".join(f"{sx(x):.2f},{sy(y):.2f}" for x, y in points)
-        out.append(f'<polyline class="line series-{index}" data-series="{_attr(name)}" stroke="{colour}" '
+        out.append(f'<polyline class="line series-{index}" data-series="{escape_attribute(name)}" stroke="{colour}" '
                    f'points="{coordinates}"/>')
         if len(points) == 1:
             out.append(f'<circle cx="{sx(points[0][0]):.2f}" cy="{sy(points[0][1]):.2f}" r="3" fill="{colour}"/>')
@@ -107,10 +107,10 @@ def svg_chart(
             x = left + plot_w - 110
             out.append(f'<line class="legend" x1="{x}" y1="{y}" x2="{x + 18}" y2="{y}" stroke="{colour}" '
                        f'stroke-width="2"/>')
-            out.append(f'<text x="{x + 24}" y="{y + 4}">{_text(name)}</text>')
-    out.append(f'<text x="{left + plot_w / 2:.1f}" y="{height - 6}" text-anchor="middle">{_text(x_label)}</text>')
+            out.append(f'<text x="{x + 24}" y="{y + 4}">{escape_text(name)}</text>')
+    out.append(f'<text x="{left + plot_w / 2:.1f}" y="{height - 6}" text-anchor="middle">{escape_text(x_label)}</text>')
     out.append(f'<text x="13" y="{top + plot_h / 2:.1f}" text-anchor="middle" '
-               f'transform="rotate(-90 13 {top + plot_h / 2:.1f})">{_text(y_label)}</text>')
+               f'transform="rotate(-90 13 {top + plot_h / 2:.1f})">{escape_text(y_label)}</text>')
     out.append("</svg>")
     return "\n".join(out)
 
@@ -152,9 +152,11 @@ def _tick_label(value: float) -> str:
     return "0" if text in ("-0", "0") else text
 
 
-def _text(text: str) -> str:
+def escape_text(text: str) -> str:
+    """`text` escaped for HTML/SVG element content."""
     return html.escape(str(text), quote=False)
 
 
-def _attr(text: str) -> str:
+def escape_attribute(text: str) -> str:
+    """`text` escaped for a quoted HTML/SVG attribute value."""
     return html.escape(str(text), quote=True)
