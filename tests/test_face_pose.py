@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +18,7 @@ from damc_core.face.pose import (
     FACE_TEMPLATE_68,
     HeadPoseFit,
     fit_head_pose,
+    gauss_newton_step,
     split_by_time,
     transforms_json,
 )
@@ -74,6 +80,60 @@ def synthetic() -> tuple[np.ndarray, np.ndarray, np.ndarray, HeadPoseFit]:
     truth = project(rotations, translations)
     noisy = truth + np.random.default_rng(0).normal(0.0, NOISE_PX, truth.shape)
     return rotations, translations, truth, fit_head_pose(noisy.astype(np.float32), SIZE, SIZE)
+
+
+KERNEL_PROBE = """
+import hashlib, sys
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+from test_face_pose import NOISE_PX, SIZE, head_motion, project
+from damc_core.face.pose import fit_head_pose
+truth = project(*head_motion(12))
+noisy = truth + np.random.default_rng(0).normal(0.0, NOISE_PX, truth.shape)
+fit = fit_head_pose(noisy.astype(np.float32), SIZE, SIZE)
+print(fit.focal_px, hashlib.sha256(fit.camera_to_world.tobytes()).hexdigest())
+"""
+
+
+def cpu_flags() -> set[str]:
+    cpuinfo = Path("/proc/cpuinfo")
+    return set(cpuinfo.read_text().split("flags")[1].split("\n")[0].split()) if cpuinfo.exists() else set()
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64" or not {"avx2", "fma"} <= cpu_flags(),
+                    reason="the BLAS and numpy kernels compared are x86-64's, up to AVX2")
+def test_fit_is_bit_identical_whichever_cpu_kernels_blas_and_numpy_pick():
+    """What a fresh machine with another CPU meets: OpenBLAS (numpy's, scipy's, OpenCV's) and numpy pick their
+    kernels by CPU at load time; forcing the kernels of older CPUs must not change a bit of the fit (it did when the
+    Gauss-Newton step went through LAPACK: face_prep's transforms then differed between machines)."""
+    variants = [{}, {"OPENBLAS_CORETYPE": "Nehalem"}, {"OPENBLAS_CORETYPE": "Sandybridge"},
+                {"OPENBLAS_CORETYPE": "Haswell"}]
+    if "avx512f" in cpu_flags():
+        variants += [{"OPENBLAS_CORETYPE": "SkylakeX"}, {"NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL"}]
+    tests_dir = str(Path(__file__).parent)
+    outputs = {
+        json.dumps(variant): subprocess.run(
+            [sys.executable, "-c", KERNEL_PROBE, tests_dir], env=dict(os.environ, **variant),
+            capture_output=True, text=True, check=True,
+        ).stdout
+        for variant in variants
+    }
+    assert len(set(outputs.values())) == 1, outputs
+
+
+def test_gauss_newton_step_is_the_least_squares_solution():
+    rng = np.random.default_rng(3)
+    jacobian = rng.normal(size=(40, 6)) * np.array([1e3, 1e3, 1e3, 1.0, 1.0, 1e-2])
+    residual = rng.normal(size=40)
+    expected = np.linalg.lstsq(jacobian, -residual, rcond=None)[0]
+    np.testing.assert_allclose(gauss_newton_step(jacobian, residual), expected, rtol=1e-9)
+
+
+def test_gauss_newton_step_refuses_a_rank_deficient_jacobian():
+    jacobian = np.random.default_rng(4).normal(size=(10, 6))
+    jacobian[:, 5] = 0.0
+    with pytest.raises(np.linalg.LinAlgError):
+        gauss_newton_step(jacobian, np.ones(10))
 
 
 def test_template_is_a_symmetric_head_in_decimetres_x_right_y_up_z_to_camera():

@@ -301,7 +301,7 @@ def _refine_weighted(
     for _ in range(_GAUSS_NEWTON_STEPS):
         projected, jacobian = cv2.projectPoints(objects, rvec, tvec, camera, None)
         residual = (projected.reshape(-1, 2) - images).ravel() * root_weights
-        step = np.linalg.lstsq(jacobian[:, :6] * root_weights[:, None], -residual, rcond=None)[0]
+        step = gauss_newton_step(jacobian[:, :6] * root_weights[:, None], residual)
         new_rvec, new_tvec = rvec + step[:3], tvec + step[3:]
         new_cost = _weighted_cost(objects, images, camera, weights, new_rvec, new_tvec)
         if not new_cost < cost:
@@ -310,11 +310,38 @@ def _refine_weighted(
     return rvec, tvec
 
 
+def gauss_newton_step(jacobian: np.ndarray, residual: np.ndarray) -> np.ndarray:
+    """The step x minimising |jacobian @ x + residual| for a (N, P) jacobian of full column rank, N >= P: the
+    column-scaled normal equations, solved by Gaussian elimination with partial pivoting.
+
+    Written in numpy's own elementwise arithmetic and einsum, not BLAS or LAPACK: OpenBLAS picks its kernels by CPU
+    at load time, and its AVX-512 and AVX2 kernels round differently, which moved the fitted poses by up to 5e-8 dm
+    between machines and so changed face_prep's transforms_*.json (and every hash after it) on a fresh machine.
+    """
+    scale = np.sqrt(np.einsum("ni,ni->i", jacobian, jacobian))
+    scaled = jacobian / np.where(scale > 0, scale, 1.0)
+    system = np.einsum("ni,nj->ij", scaled, scaled)
+    rhs = -np.einsum("ni,n->i", scaled, residual)
+    size = len(rhs)
+    for column in range(size):
+        pivot = column + int(np.argmax(np.abs(system[column:, column])))
+        system[[column, pivot]], rhs[[column, pivot]] = system[[pivot, column]], rhs[[pivot, column]]
+        if system[column, column] == 0:
+            raise np.linalg.LinAlgError("the jacobian is rank-deficient")
+        factors = system[column + 1:, column] / system[column, column]
+        system[column + 1:] -= factors[:, None] * system[column]
+        rhs[column + 1:] -= factors * rhs[column]
+    solution = np.zeros(size)
+    for row in reversed(range(size)):
+        solution[row] = (rhs[row] - np.sum(system[row, row + 1:] * solution[row + 1:])) / system[row, row]
+    return solution / np.where(scale > 0, scale, 1.0)
+
+
 def _weighted_cost(
     objects: np.ndarray, images: np.ndarray, camera: np.ndarray, weights: np.ndarray, rvec: np.ndarray, tvec: np.ndarray
 ) -> float:
     projected, _ = cv2.projectPoints(objects, rvec, tvec, camera, None)
-    return float(weights @ np.sum((projected.reshape(-1, 2) - images) ** 2, axis=1))
+    return float(np.sum(weights * np.sum((projected.reshape(-1, 2) - images) ** 2, axis=1)))
 
 
 def _reprojection_errors(
@@ -329,7 +356,7 @@ def _reprojection_errors(
     in_camera = np.einsum("tij,nj->tni", rotations, _OBJECT_POINTS) + translations[:, None, :]
     projected = focal * in_camera[..., :2] / in_camera[..., 2:] + np.asarray(centre)
     distances = np.linalg.norm(projected - points, axis=2)
-    return distances @ weights / weights.sum()
+    return np.sum(distances * weights, axis=1) / weights.sum()
 
 
 def smooth_rotations(rotations: np.ndarray, window: int) -> np.ndarray:
@@ -346,6 +373,6 @@ def _camera_to_world(rotations: np.ndarray, translations: np.ndarray) -> np.ndar
     flip = np.diag(_TEMPLATE_TO_OPENCV)
     inverse_rotations = rotations.transpose(0, 2, 1)
     matrices = np.tile(np.eye(4), (len(rotations), 1, 1))
-    matrices[:, :3, :3] = flip @ inverse_rotations @ flip
+    matrices[:, :3, :3] = np.einsum("ij,tjk,kl->til", flip, inverse_rotations, flip)
     matrices[:, :3, 3] = -np.einsum("ij,tjk,tk->ti", flip, inverse_rotations, translations)
     return matrices
