@@ -5,8 +5,11 @@ This is what the HDTF filtering stage writes and the sample stage imitates, and 
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from damc_core.errors import InputError
@@ -29,6 +32,26 @@ MANIFEST_COLUMNS = {
 RIGID_POINTS = (27, 28, 29, 30, 36, 39, 42, 45)
 """iBUG landmarks that move with the head but not with speech or expression (nose bridge, eye corners): the manifest's
 head_motion is their speed."""
+
+
+def face_size(landmarks: np.ndarray) -> float:
+    """The manifest's face_size_px of a face's iBUG-68 landmarks (T, 68, 2) in pixels: the median width of their box
+    (NaN for no frames)."""
+    points = np.asarray(landmarks, dtype=np.float64)
+    return float(np.median(np.ptp(points[:, :, 0], axis=1))) if len(points) else math.nan
+
+
+def head_motion(landmarks: np.ndarray, frames: Sequence[int] | None = None) -> float:
+    """The manifest's head_motion of a face's iBUG-68 landmarks (T, 68, 2) in pixels, seen in the increasing video
+    frames `frames` (default 0 .. T - 1): the median over consecutive pairs of the RIGID_POINTS' mean displacement
+    divided by the frames between them, over `face_size`. NaN with fewer than two frames."""
+    points = np.asarray(landmarks, dtype=np.float64)
+    if len(points) < 2:
+        return math.nan
+    gaps = np.diff(np.arange(len(points)) if frames is None else np.asarray(frames))
+    rigid = points[:, list(RIGID_POINTS)]
+    speeds = np.linalg.norm(np.diff(rigid, axis=0), axis=2).mean(axis=1) / gaps
+    return float(np.median(speeds)) / face_size(points)
 
 
 class ClipSetError(InputError, ValueError):

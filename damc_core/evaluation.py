@@ -23,14 +23,9 @@ from damc_core.metrics.image import (
     still_frame_baselines,
 )
 from damc_core.metrics.lpips import MissingWeightsError, load_lpips
-from damc_core.metrics.sync import (
-    CROP_SIZE,
-    MissingSyncNetWeights,
-    SyncScores,
-    expert_scores,
-    load_syncnet,
-    syncnet_scores,
-)
+from damc_core.metrics.expert_sync import expert_scores
+from damc_core.metrics.sync import SyncScores, syncnet_scores
+from damc_core.metrics.syncnet import CROP_SIZE, MissingSyncNetWeights, load_syncnet
 from damc_core.params import EvaluateConfig
 from damc_core.sync.data import face_boxes, lower_face
 from damc_core.sync.models import SyncExpert
@@ -106,7 +101,8 @@ def _mean_or_reason(values: np.ndarray, backend: str, what: str) -> Metric:
 def _lmd(lmd: np.ndarray, rendered: np.ndarray, truth: np.ndarray, config: EvaluateConfig) -> Metric:
     """The mean per-frame LMD of (T, 68, 2) rendered and ground-truth landmarks (NaN rows: no face); its backend names
     the landmark judge and counts the frames without a face in each set."""
-    rendered_missing, truth_missing = (int(np.isnan(landmarks).all(axis=(1, 2)).sum()) for landmarks in (rendered, truth))
+    rendered_missing, truth_missing = (int(np.isnan(landmarks).all(axis=(1, 2)).sum())
+                                       for landmarks in (rendered, truth))
     faces = (f"no face in {rendered_missing} of {len(rendered)} rendered and {truth_missing} of {len(truth)} "
              "ground-truth frames")
     return _mean_or_reason(lmd, LMD_BACKEND.format(BACKEND_JUDGES[config.landmarks], faces),

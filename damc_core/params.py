@@ -265,8 +265,6 @@ class TrainingConfig:
     """Seed of initialisation and batch sampling; same seed, same result on CPU."""
     steps: Count
     """Optimisation steps."""
-    batch_size: Count
-    """Samples per step and process."""
     learning_rate: Positive
     """Peak learning rate (Adam), reached after the warm-up and decayed by a cosine to a tenth of it."""
     warmup_steps: NonNegativeInt
@@ -281,6 +279,14 @@ class TrainingConfig:
     def __post_init__(self) -> None:
         _require(self.warmup_steps <= self.steps,
                  f"warmup_steps ({self.warmup_steps}) must not exceed steps ({self.steps})")
+
+
+@dataclass(frozen=True)
+class BatchTrainingConfig(TrainingConfig):
+    """A training run whose steps draw a fixed number of samples (the lip-sync stages')."""
+
+    batch_size: Count
+    """Samples per step and process."""
 
 
 @dataclass(frozen=True)
@@ -299,7 +305,7 @@ class SyncExpertConfig:
     """Clips (the last ones of the manifest) kept out of training to measure held-out loss and accuracy."""
     eval_batches: Count
     """Batches drawn from the held-out clips per evaluation."""
-    training: TrainingConfig
+    training: BatchTrainingConfig
     """Optimisation settings."""
 
 
@@ -315,7 +321,7 @@ class SyncEncoderConfig:
     """Weight of the L1 reconstruction loss of the lower face."""
     sync_weight: NonNegative
     """Weight of the frozen expert's sync loss on the reconstruction."""
-    training: TrainingConfig
+    training: BatchTrainingConfig
     """Optimisation settings."""
 
 
@@ -457,7 +463,7 @@ class NerfCoarseConfig:
     eval_frames: Count
     """Validation frames rendered at each evaluation (evenly spaced; full-frame PSNR)."""
     training: TrainingConfig
-    """Optimisation settings; `batch_size` is unused (see `rays`)."""
+    """Optimisation settings (a step's rays: `rays`)."""
 
 
 @dataclass(frozen=True)
@@ -491,7 +497,7 @@ class NerfFineConfig:
     eval_frames: Count
     """Validation frames rendered at each evaluation."""
     training: TrainingConfig
-    """Optimisation settings; `batch_size` is unused."""
+    """Optimisation settings (a step's patches: `patch_size`, `patches_per_step`)."""
 
 
 @dataclass(frozen=True)

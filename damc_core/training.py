@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 import torch
@@ -31,6 +31,9 @@ from damc_core.params import TrainingConfig
 from damc_core.staging import staged_file
 
 TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+_Settings_co = TypeVar("_Settings_co", bound=TrainingConfig, covariant=True)
+"""The training settings of a TrainingRun: TrainingConfig, or a stage's extension of it (BatchTrainingConfig)."""
 
 
 def learning_rate(
@@ -349,7 +352,7 @@ def metrics_line(stage: str, metrics: dict[str, float | str | None]) -> str:
 
 
 @dataclass(frozen=True)
-class TrainingRun:
+class TrainingRun(Generic[_Settings_co]):
     """What run_training trains, with which settings, and where its state goes."""
 
     name: str
@@ -358,7 +361,7 @@ class TrainingRun:
     """The models the checkpoint holds, by name (wrapped in DDP or not)."""
     optimizer: Optimizer
     """One optimizer over them; each parameter group's `lr` is its peak learning rate."""
-    training: TrainingConfig
+    training: _Settings_co
     """Steps, schedule, logging, evaluation and checkpoint intervals."""
     folders: RunFolders
     """Where the run writes."""
@@ -369,7 +372,7 @@ class TrainingRun:
 
 
 def run_training(
-    run: TrainingRun,
+    run: TrainingRun[TrainingConfig],
     step_loss: Callable[[int], torch.Tensor],
     evaluate: Callable[[], dict[str, float]],
     finish: Callable[[dict[str, float]], dict[str, float | str | None]],

@@ -198,8 +198,8 @@ def fusion_config(mode: str = "csfm") -> FusionConfig:
 
 
 def training_config(steps: int, **changes) -> TrainingConfig:
-    values = {"seed": 0, "steps": steps, "batch_size": 1, "learning_rate": 0.01, "warmup_steps": 1,
-              "log_every": 1, "eval_every": 1000, "checkpoint_every": 1000} | changes
+    values = {"seed": 0, "steps": steps, "learning_rate": 0.01, "warmup_steps": 1, "log_every": 1,
+              "eval_every": 1000, "checkpoint_every": 1000} | changes
     return TrainingConfig(**values)
 
 

@@ -47,6 +47,21 @@ def test_unknown_section_is_rejected(tmp_path, repo_root):
         load_params(path)
 
 
+@pytest.mark.parametrize("stage", ["nerf_coarse", "nerf_fine"])
+def test_nerf_training_takes_no_batch_size(tmp_path, repo_root, stage):
+    path = write_params(tmp_path, repo_root, lambda raw: raw[stage]["training"].update(batch_size=1))
+    with pytest.raises(ConfigError, match=rf"unknown key\(s\) {stage}\.training\.batch_size"):
+        load_params(path)
+
+
+@pytest.mark.parametrize("stage", ["sync_expert", "sync_encoder"])
+def test_sync_training_requires_a_batch_size(tmp_path, repo_root, stage):
+    assert getattr(load_params(repo_root / "params.yaml"), stage).training.batch_size >= 1
+    path = write_params(tmp_path, repo_root, lambda raw: raw[stage]["training"].pop("batch_size"))
+    with pytest.raises(ConfigError, match=rf"missing key\(s\) {stage}\.training\.batch_size"):
+        load_params(path)
+
+
 def test_missing_key_is_rejected(tmp_path, repo_root):
     path = write_params(tmp_path, repo_root, lambda raw: raw["sample"].pop("seed"))
     with pytest.raises(ConfigError, match=r"missing key\(s\) sample\.seed"):
@@ -98,7 +113,8 @@ def test_values_out_of_range_are_rejected_at_load(tmp_path, repo_root, section, 
     [
         (lambda raw: raw["sync_encoder"]["training"].update(steps=20, warmup_steps=50),
          r"key 'sync_encoder\.training': warmup_steps \(50\) must not exceed steps \(20\)"),
-        (lambda raw: raw["fusion"].update(dim=30, heads=4), r"key 'fusion': fusion\.heads \(4\) must divide fusion\.dim \(30\)"),
+        (lambda raw: raw["fusion"].update(dim=30, heads=4),
+         r"key 'fusion': fusion\.heads \(4\) must divide fusion\.dim \(30\)"),
         (lambda raw: raw["nerf_coarse"]["rays"].update(face_fraction=0.8, lips_fraction=0.4),
          r"key 'nerf_coarse\.rays': face_fraction \+ lips_fraction \(0\.8 \+ 0\.4\) must not exceed 1"),
     ],

@@ -319,6 +319,19 @@ def test_clip_statistics_of_a_clip_without_any_face(tmp_path, detect):
     assert decide(stats, THRESHOLDS) == (False, "no face")
 
 
+def test_head_motion_is_the_median_rigid_speed_per_frame_over_the_face_width():
+    face = np.stack([np.linspace(0, 40, 68), np.linspace(0, 20, 68)], axis=1)  # 40 px wide
+    shifts = np.array([0.0, 2.0, 6.0, 20.0])
+    landmarks = face + shifts[:, None, None] * [1.0, 0.0]
+    assert clipset.face_size(landmarks) == pytest.approx(40.0)
+    assert clipset.head_motion(landmarks) == pytest.approx(4.0 / 40.0)  # speeds 2, 4, 14 px per frame
+    assert clipset.head_motion(landmarks, [0, 1, 3, 4]) == pytest.approx(2.0 / 40.0)  # speeds 2, 2, 14
+    moved_jaw = landmarks.copy()
+    moved_jaw[1:, :17, 1] += 5.0  # the jaw drops: not a rigid point, no head motion
+    assert clipset.head_motion(moved_jaw) == pytest.approx(4.0 / 40.0)
+    assert math.isnan(clipset.head_motion(landmarks[:1])) and math.isnan(clipset.face_size(landmarks[:0]))
+
+
 def test_clip_statistics_measure_head_motion_between_analysed_frames(tmp_path):
     """A detector reporting a face that slides 2 px per frame: the speed is 2 px / frame at any sampling."""
     clip = tmp_path / "plain.mp4"

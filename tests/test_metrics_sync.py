@@ -1,209 +1,22 @@
-"""Sync metrics: python_speech_features-compatible MFCC, the SyncNet architecture and weight loading, syncnet_python's
-offset distances and statistics, SyncNet windowing, and our own expert's confidence."""
+"""damc_core.metrics.sync: syncnet_python's offset distances and LSE statistics, and SyncNet's windowing of a clip."""
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from damc_core.metrics.sync import (
-    MIN_SYNCNET_FRAMES,
-    SYNCNET_FILE,
-    SYNCNET_URL,
-    MissingSyncNetWeights,
-    SyncNet,
-    SyncScores,
-    expert_min_frames,
-    expert_scores,
-    frame_count,
-    load_syncnet,
-    mfcc,
-    offset_distances,
-    pcm16,
-    stack_windows,
-    sync_scores,
-    syncnet_scores,
-)
-from damc_core.sync import data as sync_data
-from damc_core.sync.models import SyncExpert
+from damc_core.metrics.mfcc import mfcc, pcm16
+from damc_core.metrics.sync import MIN_SYNCNET_FRAMES, SyncScores, offset_distances, sync_scores, syncnet_scores
+from damc_core.metrics.syncnet import SyncNet
 
 
 @pytest.fixture(autouse=True)
 def seeded() -> None:
     torch.manual_seed(0)
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# MFCC
-# ---------------------------------------------------------------------------------------------------------------------
-
-
-def reference_mfcc(signal: np.ndarray, sr: int = 16000) -> np.ndarray:
-    """A slow, literal python_speech_features.mfcc (default arguments): frame loop, explicit DFT sums, filter loops,
-    explicit DCT-II sums."""
-    x = [float(v) for v in signal]
-    emph = [x[0]] + [x[i] - 0.97 * x[i - 1] for i in range(1, len(x))]
-    frame_len, step, nfft, nfilt, numcep = 400, 160, 512, 26, 13
-    n_frames = 1 if len(x) <= frame_len else 1 + math.ceil((len(x) - frame_len) / step)
-    emph += [0.0] * ((n_frames - 1) * step + frame_len - len(x))
-
-    def hz2mel(hz: float) -> float:
-        return 2595 * math.log10(1 + hz / 700.0)
-
-    def mel2hz(mel: float) -> float:
-        return 700 * (10 ** (mel / 2595.0) - 1)
-
-    high = hz2mel(sr / 2)
-    edges = [math.floor((nfft + 1) * mel2hz(high * k / (nfilt + 1)) / sr) for k in range(nfilt + 2)]
-    bank = np.zeros((nfilt, nfft // 2 + 1))
-    for j in range(nfilt):
-        for i in range(edges[j], edges[j + 1]):
-            bank[j, i] = (i - edges[j]) / (edges[j + 1] - edges[j])
-        for i in range(edges[j + 1], edges[j + 2]):
-            bank[j, i] = (edges[j + 2] - i) / (edges[j + 2] - edges[j + 1])
-    n = np.arange(frame_len)
-    eps = np.finfo(float).eps
-    out = np.zeros((n_frames, numcep))
-    for f in range(n_frames):
-        frame = np.array(emph[f * step : f * step + frame_len])
-        power = np.array([
-            abs(np.sum(frame * np.exp(-2j * np.pi * k * n / nfft))) ** 2 / nfft for k in range(nfft // 2 + 1)
-        ])
-        energy = power.sum() or eps
-        logs = [math.log((bank[j] @ power) or eps) for j in range(nfilt)]
-        for c in range(numcep):
-            scale = math.sqrt((1 if c == 0 else 2) / nfilt)
-            value = scale * sum(logs[m] * math.cos(math.pi * c * (2 * m + 1) / (2 * nfilt)) for m in range(nfilt))
-            out[f, c] = value * (1 + 11 * math.sin(math.pi * c / 22))
-        out[f, 0] = math.log(energy)
-    return out
-
-
-def test_mfcc_matches_a_slow_reference_including_the_padded_last_frame():
-    rng = np.random.default_rng(0)
-    audio = rng.integers(-3000, 3000, size=1000).astype(np.int16)  # 1 + ceil(600 / 160) = 5 frames, last padded
-    ours = mfcc(audio)
-    ref = reference_mfcc(audio)
-    assert ours.shape == ref.shape == (5, 13)
-    np.testing.assert_allclose(ours, ref, rtol=1e-6, atol=1e-9 * np.abs(ref).max())
-
-
-@pytest.mark.parametrize(
-    ("n_samples", "frames"), [(1, 1), (400, 1), (401, 2), (560, 2), (561, 3), (16000, 99), (16160, 100)]
-)
-def test_mfcc_frame_count_is_python_speech_features_ceil_with_zero_padding(n_samples, frames):
-    assert frame_count(n_samples) == frames
-    assert mfcc(np.ones(n_samples)).shape == (frames, 13)
-
-
-def test_mfcc_is_at_100_hz_and_four_steps_per_25_fps_frame():
-    one_second = mfcc(np.random.default_rng(1).normal(size=16000))
-    assert len(one_second) >= 4 * 25 - 1
-
-
-def test_mfcc_of_silence_is_finite_log_eps_energy_and_zero_cepstra():
-    out = mfcc(np.zeros(1600))
-    assert np.isfinite(out).all()
-    np.testing.assert_allclose(out[:, 0], np.log(np.finfo(float).eps))
-    np.testing.assert_allclose(out[:, 1:], 0.0, atol=1e-9)
-
-
-def test_mfcc_scale_only_shifts_the_log_energy_coefficient():
-    audio = np.random.default_rng(2).normal(size=4000)
-    small, large = mfcc(audio), mfcc(audio * 32768.0)
-    np.testing.assert_allclose(large[:, 1:], small[:, 1:], rtol=1e-9, atol=1e-9)
-    np.testing.assert_allclose(large[:, 0] - small[:, 0], 2 * np.log(32768.0))
-
-
-def test_mfcc_rejects_empty_or_multichannel_audio():
-    with pytest.raises(ValueError):
-        mfcc(np.zeros(0))
-    with pytest.raises(ValueError):
-        mfcc(np.zeros((100, 2)))
-
-
-def test_pcm16_matches_ffmpeg_float_to_s16():
-    audio = np.array([0.0, 0.5, -1.0, 1.0, 1.5, -1.5, 1 / 65536, 3 / 65536], dtype=np.float32)
-    np.testing.assert_array_equal(pcm16(audio), [0, 16384, -32768, 32767, 32767, -32768, 0, 2])
-    np.testing.assert_array_equal(pcm16(np.array([5, -7], dtype=np.int16)), [5, -7])
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# SyncNet architecture and weights
-# ---------------------------------------------------------------------------------------------------------------------
-
-CONV_BN = (0, 4, 8, 11, 14, 18)  # conv indices of netcnnaud and netcnnlip, each followed by its BatchNorm
-BN_BUFFERS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
-
-
-def expected_keys() -> set[str]:
-    keys = set()
-    for net in ("netcnnaud", "netcnnlip"):
-        for conv in CONV_BN:
-            keys |= {f"{net}.{conv}.weight", f"{net}.{conv}.bias"}
-            keys |= {f"{net}.{conv + 1}.{name}" for name in BN_BUFFERS}
-    for net in ("netfcaud", "netfclip"):
-        keys |= {f"{net}.0.weight", f"{net}.0.bias", f"{net}.3.weight", f"{net}.3.bias"}
-        keys |= {f"{net}.1.{name}" for name in BN_BUFFERS}
-    return keys
-
-
-def test_syncnet_has_syncnet_pythons_state_dict_keys_and_shapes():
-    state = SyncNet().state_dict()
-    assert set(state) == expected_keys()
-    assert state["netcnnaud.0.weight"].shape == (64, 1, 3, 3)
-    assert state["netcnnaud.18.weight"].shape == (512, 256, 5, 4)
-    assert state["netcnnlip.0.weight"].shape == (96, 3, 5, 7, 7)
-    assert state["netcnnlip.18.weight"].shape == (512, 256, 1, 6, 6)
-    assert state["netfcaud.3.weight"].shape == state["netfclip.3.weight"].shape == (1024, 512)
-
-
-def test_syncnet_forward_shapes():
-    model = SyncNet().eval()
-    with torch.no_grad():
-        assert model.forward_aud(torch.randn(2, 1, 13, 20)).shape == (2, 1024)
-        assert model.forward_lip(torch.rand(2, 3, 5, 224, 224) * 255).shape == (2, 1024)
-
-
-def test_load_syncnet_round_trips_a_state_dict_even_without_batch_counters(tmp_path: Path):
-    source = SyncNet()
-    for module in source.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            module.running_mean.uniform_(-1, 1)
-            module.running_var.uniform_(0.5, 2)
-    state = {k: v for k, v in source.state_dict().items() if not k.endswith("num_batches_tracked")}
-    path = tmp_path / SYNCNET_FILE
-    torch.save(state, path)
-    loaded = load_syncnet(path)
-    assert not loaded.training
-    for key, value in state.items():
-        assert torch.equal(loaded.state_dict()[key], value), key
-
-
-def test_load_syncnet_rejects_a_foreign_state_dict(tmp_path: Path):
-    path = tmp_path / "other.model"
-    torch.save({"conv.weight": torch.zeros(1)}, path)
-    with pytest.raises(ValueError, match="does not match SyncNet"):
-        load_syncnet(path)
-
-
-def test_missing_syncnet_weights_name_the_file_and_its_url(tmp_path: Path):
-    path = tmp_path / SYNCNET_FILE
-    with pytest.raises(MissingSyncNetWeights) as info:
-        load_syncnet(path)
-    assert isinstance(info.value, FileNotFoundError)
-    assert str(path) in str(info.value) and SYNCNET_URL in str(info.value)
-    assert SYNCNET_URL == "http://www.robots.ox.ac.uk/~vgg/software/lipsync/data/syncnet_v2.model"
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Offset distances and statistics
-# ---------------------------------------------------------------------------------------------------------------------
 
 
 def test_offset_distances_match_calc_pdist_literally():
@@ -264,11 +77,6 @@ def test_sync_scores_rejects_even_offsets_and_non_finite_values():
         sync_scores(np.full((3, 5), np.nan))
 
 
-# ---------------------------------------------------------------------------------------------------------------------
-# SyncNet scores of a clip
-# ---------------------------------------------------------------------------------------------------------------------
-
-
 class RecordingSyncNet(nn.Module):
     """A stand-in SyncNet that records its inputs and embeds them by simple statistics."""
 
@@ -322,81 +130,3 @@ def test_syncnet_scores_refuse_clips_without_a_window():
         syncnet_scores(RecordingSyncNet(), frames, np.zeros(5 * 640 + 639, dtype=np.float32))
     with pytest.raises(ValueError, match="uint8"):
         syncnet_scores(RecordingSyncNet(), np.zeros((20, 112, 112, 3), dtype=np.uint8), np.zeros(16000))
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Our own expert
-# ---------------------------------------------------------------------------------------------------------------------
-
-FACE = 48  # lower faces are (24, 48)
-
-
-def small_expert() -> SyncExpert:
-    return SyncExpert(embed_dim=16, face_widths=(8, 16), audio_widths=(8, 8, 16, 16), residual_blocks=0)
-
-
-class IndexExpert(nn.Module):
-    """A fake expert: faces encode their frame index t (every pixel t / 255), mel windows their audio frame index;
-    the similarity is 1 when the mel index equals the window's centre frame and falls off with the difference."""
-
-    def forward(self, faces: torch.Tensor, mel: torch.Tensor) -> torch.Tensor:
-        centre = torch.round(faces[:, 3 * 2].mean(dim=(1, 2)) * 255)  # R channel of frame t + 2
-        index = mel.mean(dim=(1, 2, 3))
-        return 1.0 / (1.0 + (index - centre).abs())
-
-
-def indexed_clip(n_frames: int, audio_shift: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Faces whose frame t is filled with t, and mel windows whose window k holds the audio of frame k - audio_shift
-    (audio_shift > 0: the audio lags the video)."""
-    faces = np.broadcast_to(np.arange(n_frames, dtype=np.uint8)[:, None, None, None], (n_frames, 24, FACE, 3)).copy()
-    mels = np.broadcast_to((np.arange(n_frames) - audio_shift).astype(np.float32)[:, None, None], (n_frames, 80, 16))
-    return faces, mels.copy()
-
-
-def test_stack_windows_matches_the_training_layout():
-    faces = np.random.default_rng(8).integers(0, 256, size=(7, 24, FACE, 3), dtype=np.uint8)
-    starts = np.array([0, 2])
-    expected = sync_data._stacked_channels(np.stack([faces[s : s + 5] for s in starts]))
-    assert torch.equal(stack_windows(faces, starts), expected)
-
-
-def test_expert_scores_with_a_random_expert_are_finite_and_equal_by_pair_and_by_embedding():
-    rng = np.random.default_rng(9)
-    faces = rng.integers(0, 256, size=(36, 24, FACE, 3), dtype=np.uint8)
-    mels = rng.normal(size=(36, 80, 16)).astype(np.float32)
-    expert = small_expert()
-
-    class Wrapped(nn.Module):  # not a SyncExpert: scored pair by pair
-        def __init__(self) -> None:
-            super().__init__()
-            self.inner = expert
-
-        def forward(self, f: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-            return self.inner(f, m)
-
-    fast = expert_scores(expert, faces, mels, vshift=15)
-    slow = expert_scores(Wrapped(), faces, mels, vshift=15, batch=64)
-    assert fast.frames == slow.frames == 36 - 30
-    assert math.isfinite(fast.lse_c) and math.isfinite(fast.lse_d) and 0 <= fast.lse_d <= 1
-    assert fast.av_offset == slow.av_offset
-    assert fast.lse_d == pytest.approx(slow.lse_d, abs=1e-5) and fast.lse_c == pytest.approx(slow.lse_c, abs=1e-5)
-    assert expert.training  # mode restored
-
-
-@pytest.mark.parametrize(("audio_shift", "av_offset"), [(0, 0), (3, -3), (-3, 3)])
-def test_expert_scores_find_the_offset_sign_as_syncnet(audio_shift, av_offset):
-    faces, mels = indexed_clip(40, audio_shift)
-    scores = expert_scores(IndexExpert(), faces, mels, vshift=15)
-    assert scores.av_offset == av_offset
-    assert scores.lse_d == pytest.approx(0.0, abs=1e-6)
-    assert scores.frames == 40 - 30
-    assert scores.lse_c > 0.5
-
-
-def test_expert_scores_refuse_short_clips():
-    assert expert_min_frames(15) == 31 and expert_min_frames(1) == 5
-    faces, mels = indexed_clip(30)
-    with pytest.raises(ValueError, match="at least 31 frames"):
-        expert_scores(IndexExpert(), faces, mels, vshift=15)
-    faces, mels = indexed_clip(31)
-    assert expert_scores(IndexExpert(), faces, mels, vshift=15).frames == 1

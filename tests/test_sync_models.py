@@ -72,6 +72,21 @@ def test_sync_expert_scores_in_unit_interval_as_normalised_dot_product(size: int
     assert similarity.tolist() == pytest.approx(expected, abs=1e-6)
 
 
+def test_sync_expert_embeddings_are_unit_length_and_non_negative_and_give_its_scores():
+    expert = SyncExpert(embed_dim=32, face_widths=SMALL, audio_widths=SMALL).eval()
+    faces, mel = torch.rand(6, 15, 24, 48), torch.randn(6, 1, 80, 16)
+    with torch.no_grad():
+        face, audio = expert.embed_faces(faces), expert.embed_audio(mel)
+        similarity = expert(faces, mel)
+    for embedding in (face, audio):
+        assert embedding.shape == (6, 32) and (embedding >= 0).all()
+        torch.testing.assert_close(embedding.norm(dim=1), torch.ones(6))
+    assert torch.equal(similarity, expert.similarity(face, audio))
+    every_pair = expert.similarity(face[:, None, :], audio[None, :, :])  # (faces, mels): broadcast
+    assert every_pair.shape == (6, 6)
+    torch.testing.assert_close(every_pair.diagonal(), similarity)
+
+
 def test_sync_bce_is_torch_bce_on_clamped_scores():
     similarity = torch.tensor([0.0, 0.3, 0.9, 1.0, 1.0, 0.0])
     label = torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0, 0.0])

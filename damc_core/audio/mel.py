@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from numpy.typing import ArrayLike
 
+from damc_core.media import AUDIO_SAMPLE_RATE, VIDEO_FPS
+
 _SLANEY_HZ_PER_MEL = 200.0 / 3.0
 _SLANEY_LOG_START_HZ = 1000.0
 _SLANEY_LOG_START_MEL = _SLANEY_LOG_START_HZ / _SLANEY_HZ_PER_MEL
@@ -22,7 +24,7 @@ DEFAULT_CHUNK_FRAMES = 2400
 class MelConvention:
     """Wav2Lip's log-mel: pre-emphasis, magnitude STFT, Slaney mel, dB, symmetric normalisation to ±max_abs_value."""
 
-    sample_rate: int = 16000
+    sample_rate: int = AUDIO_SAMPLE_RATE
     """Audio sample rate in Hz."""
     n_fft: int = 800
     """FFT length; frames are centred, with n_fft // 2 zeros padded on both sides of the audio."""
@@ -136,7 +138,7 @@ def log_mel(
     return result
 
 
-def frames_for_samples(n_samples: int, sample_rate: int = 16000, fps: int = 25) -> int:
+def frames_for_samples(n_samples: int, sample_rate: int = AUDIO_SAMPLE_RATE, fps: int = VIDEO_FPS) -> int:
     """Video frames at `fps` that `n_samples` of audio cover: ceil(n_samples * fps / sample_rate)."""
     if n_samples <= 0:
         raise ValueError(f"audio must have at least one sample, got {n_samples}")
@@ -146,10 +148,10 @@ def frames_for_samples(n_samples: int, sample_rate: int = 16000, fps: int = 25) 
 def mel_windows(
     mel: np.ndarray,
     n_frames: int,
-    fps: int = 25,
+    fps: int = VIDEO_FPS,
     window: int = 16,
     hop_length: int = 200,
-    sample_rate: int = 16000,
+    sample_rate: int = AUDIO_SAMPLE_RATE,
     pad_value: float = -4.0,
 ) -> np.ndarray:
     """One window of `window` mel frames per video frame, float32 of shape (n_frames, n_mels, window).
@@ -174,7 +176,7 @@ def log_mel_windows(
     audio: np.ndarray,
     n_frames: int | None = None,
     convention: MelConvention = WAV2LIP,
-    fps: int = 25,
+    fps: int = VIDEO_FPS,
     window: int = 16,
 ) -> np.ndarray:
     """`log_mel` of `audio` cut into `mel_windows`, padded with silence's value -max_abs_value.

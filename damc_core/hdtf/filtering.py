@@ -365,26 +365,14 @@ def _segment_landmarks(
 def _face_statistics(faces: dict[int, list[np.ndarray]]) -> dict[str, float]:
     """Face counts, size and head motion over the analysed frames (frame index -> faces found)."""
     counts = np.array([len(found) for found in faces.values()])
-    single = {index: np.asarray(found[0], dtype=np.float64) for index, found in faces.items() if len(found) == 1}
-    widths = [np.ptp(landmarks[:, 0]) for landmarks in single.values()]
-    face_size = float(np.median(widths)) if widths else math.nan
+    single = {index: found[0] for index, found in sorted(faces.items()) if len(found) == 1}
+    landmarks = np.asarray(list(single.values()), dtype=np.float64).reshape(-1, 68, 2)
     return {
         "face_fraction": float(np.mean(counts == 1)),
         "multi_face_fraction": float(np.mean(counts > 1)),
-        "face_size_px": face_size,
-        "head_motion": _rigid_speed(single) / face_size if widths else math.nan,
+        "face_size_px": clipset.face_size(landmarks),
+        "head_motion": clipset.head_motion(landmarks, list(single)),
     }
-
-
-def _rigid_speed(single: dict[int, np.ndarray]) -> float:
-    """Median per-frame speed (pixels) of RIGID_POINTS between consecutive analysed frames; NaN without a pair."""
-    indices = sorted(single)
-    speeds = [
-        np.linalg.norm(single[after][list(clipset.RIGID_POINTS)] - single[before][list(clipset.RIGID_POINTS)], axis=1).mean()
-        / (after - before)
-        for before, after in zip(indices, indices[1:], strict=False)
-    ]
-    return float(np.median(speeds)) if speeds else math.nan
 
 
 def _colour_histogram(frame: np.ndarray) -> np.ndarray:

@@ -138,10 +138,6 @@ def generate_clips(config: SampleConfig, out_dir: Path) -> pd.DataFrame:
 def manifest_row(clip_id: str, performance: Performance) -> dict:
     """The manifest entry of a synthetic clip, measured from its known landmarks and signals."""
     n_frames = len(performance.frames)
-    landmarks = performance.landmarks.astype(np.float64)
-    face_size = np.ptp(landmarks[:, :, 0], axis=1)
-    rigid = landmarks[:, list(clipset.RIGID_POINTS)]
-    speed = np.linalg.norm(np.diff(rigid, axis=0), axis=2).mean(axis=1)
     return {
         "clip_id": clip_id,
         "source": "synthetic",
@@ -149,8 +145,8 @@ def manifest_row(clip_id: str, performance: Performance) -> dict:
         "end_s": n_frames / VIDEO_FPS,
         "frames": n_frames,
         "duration_s": n_frames / VIDEO_FPS,
-        "face_size_px": float(np.median(face_size)),
-        "head_motion": float(np.median(speed) / np.median(face_size)),
+        "face_size_px": clipset.face_size(performance.landmarks),
+        "head_motion": clipset.head_motion(performance.landmarks),
         "speech_ratio": float((performance.signals["aperture"] > 0).mean()),
         "kept": True,
         "reason": "",

@@ -103,12 +103,25 @@ class SyncExpert(nn.Module):
         self.face_encoder = FaceEncoder(embed_dim, face_widths, residual_blocks)
         self.audio_encoder = AudioEncoder(embed_dim, audio_widths, residual_blocks)
 
+    def embed_faces(self, faces: torch.Tensor) -> torch.Tensor:
+        """Unit-length, non-negative embeddings (B, embed_dim) of stacked lower faces (B, 15, S/2, S): the face
+        encoder's output, ReLU'd and L2-normalised."""
+        return F.normalize(F.relu(self.face_encoder(faces)), dim=1)
+
+    def embed_audio(self, mel: torch.Tensor) -> torch.Tensor:
+        """Unit-length, non-negative embeddings (B, embed_dim) of mel windows (B, 1, 80, 16): the audio encoder's
+        output, ReLU'd and L2-normalised."""
+        return F.normalize(F.relu(self.audio_encoder(mel)), dim=1)
+
+    @staticmethod
+    def similarity(face_embeddings: torch.Tensor, audio_embeddings: torch.Tensor) -> torch.Tensor:
+        """Sync scores of `embed_faces` and `embed_audio` embeddings (..., embed_dim), broadcast against each other:
+        their dot product over the last dimension, a cosine similarity in [0, 1]."""
+        return (face_embeddings * audio_embeddings).sum(dim=-1)
+
     def forward(self, faces: torch.Tensor, mel: torch.Tensor) -> torch.Tensor:
-        """Sync scores (B,) of faces (B, 15, S/2, S) and mel (B, 1, 80, 16): the cosine similarity of the L2-normalised
-        ReLU'd embeddings."""
-        face = F.normalize(F.relu(self.face_encoder(faces)), dim=1)
-        audio = F.normalize(F.relu(self.audio_encoder(mel)), dim=1)
-        return (face * audio).sum(dim=1)
+        """Sync scores (B,) of faces (B, 15, S/2, S) and mel (B, 1, 80, 16): the `similarity` of their embeddings."""
+        return self.similarity(self.embed_faces(faces), self.embed_audio(mel))
 
 
 def sync_bce(similarity: torch.Tensor, label: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:

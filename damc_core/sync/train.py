@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from damc_core.params import SyncEncoderConfig, SyncExpertConfig, TrainingConfig
+from damc_core.media import VIDEO_FPS
+from damc_core.params import BatchTrainingConfig, SyncEncoderConfig, SyncExpertConfig
 from damc_core.sync.data import ClipArrays, SyncBatch, sample_batch, split_clips
 from damc_core.sync.models import DynamicSyncEncoder, LipDecoder, SyncExpert, reconstruction_l1, sync_bce
 from damc_core.training import (
@@ -74,7 +75,7 @@ def _evaluate(held_out: list[ClipArrays], batches: int, batch_size: int, seed: i
 
 
 def _final_metrics(held_out: dict, step_fn: Callable[[SyncBatch], torch.Tensor],
-                   train: list[ClipArrays], training: TrainingConfig, context: DistributedContext) -> dict:
+                   train: list[ClipArrays], training: BatchTrainingConfig, context: DistributedContext) -> dict:
     """The last held-out metrics and the training loss on one more batch, for the summary."""
     final = dict(held_out)
     rng = np.random.default_rng([shard_seed(training.seed, context), training.steps])
@@ -84,7 +85,7 @@ def _final_metrics(held_out: dict, step_fn: Callable[[SyncBatch], torch.Tensor],
 
 
 def _train(
-    run: TrainingRun, step_fn: Callable[[SyncBatch], torch.Tensor], evaluate: Callable[[], dict],
+    run: TrainingRun[BatchTrainingConfig], step_fn: Callable[[SyncBatch], torch.Tensor], evaluate: Callable[[], dict],
     train: list[ClipArrays],
 ) -> dict:
     """run_training with batches of clip windows drawn from a generator seeded by (seed, rank, step)."""
@@ -213,7 +214,7 @@ def train_encoder(
             "model": "DynamicSyncEncoder (damc_core.sync.models)",
             "output_dim": config.dim,
             "mel": MEL_CONVENTION,
-            "fps": 25,
+            "fps": VIDEO_FPS,
             "training_data_sha256": data_fingerprint,
             "expert": {key: expert_meta[key] for key in ("face_size", "embed_dim", "training_data_sha256")},
             "metrics": metrics,
