@@ -6,9 +6,6 @@ This is the design card's "CI reproducing small-subject smoke runs"; it grows as
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -17,6 +14,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from pipeline_run import SHRUNK_FOR_TESTS, BackgroundRepro, run
+
 from damc_core import clipset
 from damc_core.audio.features import load_features
 from damc_core.media import AUDIO_SAMPLE_RATE, VIDEO_FPS, probe, read_audio, read_video
@@ -24,79 +23,17 @@ from damc_core.media import AUDIO_SAMPLE_RATE, VIDEO_FPS, probe, read_audio, rea
 pytestmark = pytest.mark.slow
 
 
-def run(args: list[str], cwd: Path, env: dict[str, str]) -> str:
-    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
-    assert result.returncode == 0, f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
-    return result.stdout
+@pytest.fixture(scope="module")
+def pipeline_env(background_repro: BackgroundRepro) -> dict[str, str]:
+    """The environment the pipeline runs in (see pipeline_run.pipeline_environment)."""
+    return background_repro.env
 
 
 @pytest.fixture(scope="module")
-def pipeline_env(tmp_path_factory) -> dict[str, str]:
-    """The pipeline's environment, as on a machine where no audio client ever ran: empty XDG_CONFIG_HOME and TMPDIR
-    (PulseAudio's client, which espeak-ng loads, keeps its state there; its first run once changed the sample's
-    speech), so the byte-identity check below meets what a fresh machine meets."""
-    env = dict(os.environ, DVC_NO_ANALYTICS="1", PYTHONPATH="")
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    for name in ("XDG_CONFIG_HOME", "TMPDIR"):
-        env[name] = str(tmp_path_factory.mktemp(name.lower()))
-    for name in ("XDG_RUNTIME_DIR", "PULSE_RUNTIME_PATH", "PULSE_SERVER"):
-        env.pop(name, None)
-    return env
-
-
-@pytest.fixture(scope="module")
-def reproduced(tmp_path_factory, repo_root, pipeline_env) -> Path:
-    """A fresh copy of the repository (tracked and unignored files only) after `dvc repro`."""
-    work = tmp_path_factory.mktemp("pipeline") / "repo"
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-        cwd=repo_root, capture_output=True, text=True, check=True,
-    ).stdout
-    for name in filter(None, listed.split("\0")):
-        source = repo_root / name
-        if source.is_file():
-            (work / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, work / name)
-    pipeline_env["PYTHONPATH"] = str(work)
-    shrink_training(work / "params.yaml")
-    for command in (
-        ["git", "init", "-q"],
-        ["git", "add", "-A"],
-        ["git", "-c", "user.name=test", "-c", "user.email=test@localhost", "commit", "-qm", "copy"],
-    ):
-        run(command, work, pipeline_env)
-    run([sys.executable, "-m", "dvc", "repro"], work, pipeline_env)
-    return work
-
-
-SHRUNK_FOR_TESTS = {
-    ("sync_expert", "training", "steps"): 200,
-    ("sync_expert", "training", "batch_size"): 16,
-    ("sync_encoder", "training", "steps"): 20,
-    ("sync_encoder", "training", "warmup_steps"): 5,
-    ("nerf_coarse", "training", "steps"): 600,
-    ("nerf_coarse", "training", "eval_every"): 600,
-    ("nerf_coarse", "training", "checkpoint_every"): 600,
-    ("nerf_coarse", "eval_frames"): 1,
-    ("nerf_fine", "training", "steps"): 20,
-    ("nerf_fine", "training", "warmup_steps"): 5,
-    ("nerf_fine", "training", "eval_every"): 20,
-    ("nerf_fine", "eval_frames"): 1,
-}
-"""The training stages are shrunk in the copy (what they compute is tested in tests/test_nerf_train.py and
-tests/test_sync_train.py; here it is the pipeline around them), so the whole run fits the test budget; every other
-stage runs with the committed params. The expert (200 steps of 16 pairs) must still beat chance on held-out clips and find a known
-audio shift; 600 coarse steps of the committed field must still beat showing the mean training frame."""
-
-
-def shrink_training(params_path: Path) -> None:
-    params = yaml.safe_load(params_path.read_text())
-    for keys, value in SHRUNK_FOR_TESTS.items():
-        section = params
-        for key in keys[:-1]:
-            section = section[key]
-        section[keys[-1]] = value
-    params_path.write_text(yaml.safe_dump(params, allow_unicode=True, sort_keys=False))
+def reproduced(background_repro: BackgroundRepro) -> Path:
+    """A fresh copy of the repository (tracked and unignored files only) after `dvc repro` (started by conftest's
+    background_repro before the first test of the session)."""
+    return background_repro.finished()
 
 
 TRAINING_STAGES = {"sync_expert", "sync_encoder", "nerf_coarse", "nerf_fine", "render", "evaluate"}
