@@ -43,7 +43,7 @@ def background_repro(request: pytest.FixtureRequest, tmp_path_factory: pytest.Te
         yield None
         return
     threads = torch.get_num_threads()
-    torch.set_num_threads(int(THREADS))
+    torch.set_num_threads(THREADS)
     repro = BackgroundRepro(REPO_ROOT, tmp_path_factory)
     try:
         yield repro

@@ -32,7 +32,7 @@ tests/test_sync_train.py; here it is the pipeline around them), so the whole run
 stage runs with the committed params. The expert (200 steps of 16 pairs) must still beat chance on held-out clips and
 find a known audio shift; 600 coarse steps of the committed field must still beat showing the mean training frame."""
 
-THREADS = "1"
+THREADS = 1
 """Threads of every numeric library in the pipeline's processes, and of torch in the test process while the pipeline
 runs: the two share the machine's cores, and thread pools sized for all of them make each spin-wait for the other."""
 
@@ -48,7 +48,7 @@ def pipeline_environment(tmp_path_factory: pytest.TempPathFactory) -> dict[str, 
     """The pipeline's environment, as on a machine where no audio client ever ran: empty XDG_CONFIG_HOME and TMPDIR
     (PulseAudio's client, which espeak-ng loads, keeps its state there; its first run once changed the sample's
     speech), so the byte-identity check meets what a fresh machine meets."""
-    env = dict(os.environ, DVC_NO_ANALYTICS="1", PYTHONPATH="", OMP_NUM_THREADS=THREADS)
+    env = dict(os.environ, DVC_NO_ANALYTICS="1", PYTHONPATH="", OMP_NUM_THREADS=str(THREADS))
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     for name in ("XDG_CONFIG_HOME", "TMPDIR"):
         env[name] = str(tmp_path_factory.mktemp(name.lower()))

@@ -318,8 +318,9 @@ def gauss_newton_step(jacobian: np.ndarray, residual: np.ndarray) -> np.ndarray:
     at load time, and its AVX-512 and AVX2 kernels round differently, which moved the fitted poses by up to 5e-8 dm
     between machines and so changed face_prep's transforms_*.json (and every hash after it) on a fresh machine.
     """
-    scale = np.sqrt(np.einsum("ni,ni->i", jacobian, jacobian))
-    scaled = jacobian / np.where(scale > 0, scale, 1.0)
+    norms = np.sqrt(np.einsum("ni,ni->i", jacobian, jacobian))
+    scale = np.where(norms > 0, norms, 1.0)
+    scaled = jacobian / scale
     system = np.einsum("ni,nj->ij", scaled, scaled)
     rhs = -np.einsum("ni,n->i", scaled, residual)
     size = len(rhs)
@@ -334,7 +335,7 @@ def gauss_newton_step(jacobian: np.ndarray, residual: np.ndarray) -> np.ndarray:
     solution = np.zeros(size)
     for row in reversed(range(size)):
         solution[row] = (rhs[row] - np.sum(system[row, row + 1:] * solution[row + 1:])) / system[row, row]
-    return solution / np.where(scale > 0, scale, 1.0)
+    return solution / scale
 
 
 def _weighted_cost(
