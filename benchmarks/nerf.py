@@ -2,7 +2,7 @@
 previous and the current settings side by side, training rays per second, render seconds per frame, and the
 paper-scale step time (prints figures; not a test).
 
-Usage: python benchmarks/nerf.py [--phases convergence train render] [--paper-scale] [--threads 2]
+Usage: python benchmarks/nerf.py [--phases convergence train render] [--paper-scale] [--threads 1]
                                  [--device cpu|cuda] [--eval-frames 8]
 
 Needs the sample prepared by the pipeline (`dvc repro nerf_coarse` at least: data/faces/sample,
@@ -263,7 +263,9 @@ def print_convergence(results: dict[str, dict]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch.set_num_threads (default 1, as params.yaml's nerf_*.cpu_threads, which "
+                             "train_coarse and train_fine apply themselves)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--phases", nargs="+", choices=("convergence", "train", "render"),
                         default=["convergence", "train", "render"])

@@ -149,7 +149,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2400,
                         help="nerf_coarse steps (default 2400: about the wall time 300 steps took before the 2-sample "
                              "field; params.yaml's sample: 3600)")
-    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch.set_num_threads (default 1, as params.yaml's nerf_*.cpu_threads, which "
+                             "train_coarse and train_fine apply themselves)")
     parser.add_argument("--samples-per-ray", type=int, help="default: params.yaml's")
     parser.add_argument("--box", type=float, nargs=6, metavar=("X0", "Y0", "Z0", "X1", "Y1", "Z1"),
                         help="the head's box (decimetres, face template frame); default: params.yaml's")

@@ -13,3 +13,9 @@ def resolve_device(setting: str) -> torch.device:
     if setting not in ("auto", "cpu", "cuda"):
         raise ValueError(f"device must be auto, cpu or cuda, got {setting!r}")
     return torch.device("cpu" if setting == "cpu" or not torch.cuda.is_available() else "cuda")
+
+
+def limit_cpu_threads(device: torch.device, threads: int) -> None:
+    """Run torch's CPU operators on `threads` threads when `device` is the CPU (CUDA work is left as it is)."""
+    if device.type == "cpu":
+        torch.set_num_threads(threads)

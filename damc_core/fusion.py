@@ -1,9 +1,11 @@
 """Audio condition f_a: the CSFM fusion of content and dynamic features (paper 2.2) and its temporal smoothing.
 
-CSFM works per token of a temporal window of video frames centred on the rendered frame: f_c1 = Proj_c(f_c),
-f_d1 = Proj_d(f_d); f_c2 = CDCA(f_c1, f_d1) (query = key = f_c1, value = f_d1) and f_d2 = CDCA(f_d1, f_c1);
-f_c3 = FSR(f_c1 + f_c2), f_d3 = FSR(f_d1 + f_d2); f_a = merge(f_c3, f_d3). `TemporalSmoother` then reduces the window
-to one condition per frame, as ER-NeRF's AudioAttNet does.
+CSFM works per token of a temporal window of video frames centred on the rendered frame: f_c1 = Proj_c(f_c) + p,
+f_d1 = Proj_d(f_d) + p, with p a learnt embedding of each token's place in the window (attention alone is blind to
+order: it could not tell the rendered frame's token from its neighbours); f_c2 = CDCA(f_c1, f_d1) (query = key =
+f_c1, value = f_d1) and f_d2 = CDCA(f_d1, f_c1); f_c3 = FSR(f_c1 + f_c2), f_d3 = FSR(f_d1 + f_d2);
+f_a = merge(f_c3, f_d3). `TemporalSmoother` then reduces the window to one condition per frame, as ER-NeRF's
+AudioAttNet does.
 """
 
 from __future__ import annotations
@@ -124,7 +126,8 @@ class CSFM(nn.Module):
 
     `config.mode` selects the paper's model ('csfm') or one of its ablations; only the modules a mode uses are built,
     so e.g. 'content' holds no dynamic projection. Branch modules are keyed 'content' / 'dynamic' in `proj`, `cross`
-    (CDCA, value from the other branch) and `refine` (FSR); `merge` maps the concatenated branches to `dim`.
+    (CDCA, value from the other branch) and `refine` (FSR); `position` (window, dim) is added to every projected
+    token by its place in the window; `merge` maps the concatenated branches to `dim`.
     """
 
     def __init__(self, content_dim: int, dynamic_dim: int, config: FusionConfig):
@@ -144,13 +147,14 @@ class CSFM(nn.Module):
         self.cross = nn.ModuleDict({name: CDCA(config.dim, config.heads) for name in mode.branches if mode.cross})
         self.refine = nn.ModuleDict({name: FSR(config.dim, config.heads) for name in mode.branches if mode.refine})
         self.merge = nn.Linear(len(mode.branches) * config.dim, config.dim)
+        self.position = nn.Parameter(torch.zeros(config.window, config.dim))  # learnt from a neutral start
 
     def forward(self, content: torch.Tensor, dynamic: torch.Tensor) -> torch.Tensor:
         """content (B, W, content_dim), dynamic (B, W, dynamic_dim) -> f_a (B, W, dim), one row per window token."""
         _expect_shape("content", content, (None, self.window, self.input_dims["content"]))
         _expect_shape("dynamic", dynamic, (content.shape[0], self.window, self.input_dims["dynamic"]))
         inputs = {"content": content, "dynamic": dynamic}
-        features = {name: proj(inputs[name]) for name, proj in self.proj.items()}
+        features = {name: proj(inputs[name]) + self.position for name, proj in self.proj.items()}
         if self.cross:
             features = {name: f + self.cross[name](f, features[_OTHER[name]]) for name, f in features.items()}
         if self.refine:

@@ -207,14 +207,15 @@ def coarse_config(steps: int = 8, rays_per_step: int = 64, **training) -> NerfCo
     return NerfCoarseConfig(
         field=field_config(),
         rays=RaySamplingConfig(rays_per_step=rays_per_step, frames_per_step=2, face_fraction=0.5, lips_fraction=0.25),
-        encoding_learning_rate=0.03, opacity_weight=0.1, eval_frames=1, training=training_config(steps, **training),
+        encoding_learning_rate=0.03, opacity_weight=0.1, eval_frames=1, cpu_threads=1,
+        training=training_config(steps, **training),
     )
 
 
 def fine_config(lpips: LpipsConfig, steps: int = 3, lpips_weight: float = 0.1, **training) -> NerfFineConfig:
     return NerfFineConfig(
         patch_size=32, patches_per_step=1, lips_patch_fraction=0.5, lpips_weight=lpips_weight, lpips=lpips,
-        encoding_learning_rate=0.01, opacity_weight=0.1, eval_frames=1,
+        encoding_learning_rate=0.01, opacity_weight=0.1, eval_frames=1, cpu_threads=1,
         training=training_config(steps, **({"learning_rate": 0.002, "warmup_steps": 0} | training)),
     )
 

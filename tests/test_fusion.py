@@ -92,6 +92,22 @@ def test_attention_modes_mix_tokens_across_the_window(mode, mixes):
     assert (not torch.allclose(changed[:, -1], base[:, -1])) == mixes
 
 
+@pytest.mark.parametrize("mode", ["csfm", "cross_attention"])
+def test_attention_knows_where_each_token_sits_in_the_window(mode):
+    """Attention alone is permutation-equivariant: reversing the window would reverse the output, so the head could
+    not tell the rendered frame's token from its neighbours (the rendered mouth led the real one by a frame). The
+    position embedding (learnt; set at random here) breaks that symmetry; zeroing it restores it."""
+    model = make(mode)
+    with torch.no_grad():
+        model.position.normal_()
+    content, dynamic = inputs()
+    reversed_window = model(content.flip(1), dynamic.flip(1))
+    assert not torch.allclose(reversed_window, model(content, dynamic).flip(1), atol=1e-4)
+    with torch.no_grad():
+        model.position.zero_()
+    torch.testing.assert_close(model(content.flip(1), dynamic.flip(1)), model(content, dynamic).flip(1))
+
+
 def test_only_the_modules_a_mode_uses_are_built():
     names = {mode: {name for name, _ in make(mode).named_parameters()} for mode in MODES}
     assert not any(name.startswith("proj.dynamic") for name in names["content"])

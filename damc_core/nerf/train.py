@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from damc_core.config import to_dict
+from damc_core.devices import limit_cpu_threads
 from damc_core.metrics.image import psnr_of_mse, psnr_per_frame
 from damc_core.metrics.lpips import LPIPS, MissingWeightsError, load_lpips
 from damc_core.nerf.bundle import HEAD_WEIGHTS, export_head, load_head
@@ -204,6 +205,7 @@ def train_coarse(
 ) -> dict[str, float]:
     """Stage nerf_coarse: colour and opacity losses on rays over the face, lips and head; export head.pt."""
     training = config.training
+    limit_cpu_threads(inputs.device, config.cpu_threads)
     seed_everything(training.seed)
     head = build_head(inputs, fusion, config.field)
     optimizer = _optimizer(head, config.encoding_learning_rate, training.learning_rate)
@@ -268,6 +270,7 @@ def train_fine(
 ) -> dict[str, float | str]:
     """Stage nerf_fine: continue nerf_coarse's head on patches over the lips and face, with LPIPS on them."""
     training = config.training
+    limit_cpu_threads(inputs.device, config.cpu_threads)
     seed_everything(training.seed)
     head, _, coarse_meta = load_head(coarse_dir, inputs.device)
     if coarse_meta["train_frame_ids"] != inputs.train.frame_ids.tolist():
