@@ -2,7 +2,7 @@
 previous and the current settings side by side, training rays per second, render seconds per frame, and the
 paper-scale step time (prints figures; not a test).
 
-Usage: python benchmarks/nerf.py [--phases convergence train render] [--paper-scale] [--threads 1]
+Usage: python benchmarks/nerf.py [--phases convergence train render] [--paper-scale] [--threads N]
                                  [--device cpu|cuda] [--eval-frames 8]
 
 Needs the sample prepared by the pipeline (`dvc repro nerf_coarse` at least: data/faces/sample,
@@ -46,11 +46,21 @@ EVALUATIONS = 6
 """Validation PSNR measurements along each run."""
 
 
-def _torch(threads: int):
+def _torch(threads: int | None):
     import torch
 
-    torch.set_num_threads(threads)
+    if threads is not None:
+        torch.set_num_threads(threads)
     return torch
+
+
+def _phase_threads(phase: str, threads: int | None) -> int | None:
+    """The torch threads of a phase: `threads` when given, else the stage's own (training: nerf_*.cpu_threads;
+    rendering: torch's default, as the render stage runs)."""
+    if threads is not None or phase.startswith("render"):
+        return threads
+    params = _params()
+    return (params.nerf_fine if phase.startswith("fine") else params.nerf_coarse).cpu_threads
 
 
 def _params():
@@ -232,7 +242,7 @@ def run_render(torch, device: str, frames: int, scale: int = 1) -> dict:
 
 
 def run_one(phase: str, args: argparse.Namespace) -> dict:
-    torch = _torch(args.threads)
+    torch = _torch(_phase_threads(phase, args.threads))
     if phase.startswith("convergence-"):
         result = run_convergence(torch, args.device, phase.removeprefix("convergence-"), args.eval_frames)
     elif phase.startswith(("train", "fine")):
@@ -263,9 +273,9 @@ def print_convergence(results: dict[str, dict]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch.set_num_threads (default 1, as params.yaml's nerf_*.cpu_threads, which "
-                             "train_coarse and train_fine apply themselves)")
+    parser.add_argument("--threads", type=int,
+                        help="torch.set_num_threads of every phase (default: as the stages run, training on "
+                             "params.yaml's nerf_*.cpu_threads and rendering on torch's default)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--phases", nargs="+", choices=("convergence", "train", "render"),
                         default=["convergence", "train", "render"])
@@ -280,13 +290,15 @@ def main() -> None:
         return
     import torch
 
-    print(f"torch {torch.__version__}, {args.threads} threads, device {args.device}")
+    threads = "the stages' threads" if args.threads is None else f"{args.threads} threads"
+    print(f"torch {torch.__version__}, {threads} (torch's default here: {torch.get_num_threads()}), device {args.device}")
     phases = [*(["convergence-previous", "convergence-current"] if "convergence" in args.phases else []),
               *(["train"] if "train" in args.phases else []),
               *(["train-paper-scale", "fine-paper-scale"] if args.paper_scale else []),
               *(["render"] if "render" in args.phases else []), *(["render-512"] if args.paper_scale else [])]
-    forwarded = ["--threads", str(args.threads), "--device", args.device, "--eval-frames", str(args.eval_frames),
-                 "--train-iters", str(args.train_iters), "--render-frames", str(args.render_frames)]
+    forwarded = [*(["--threads", str(args.threads)] if args.threads is not None else []), "--device", args.device,
+                 "--eval-frames", str(args.eval_frames), "--train-iters", str(args.train_iters),
+                 "--render-frames", str(args.render_frames)]
     convergence = {}
     for phase in phases:
         begun = time.perf_counter()
