@@ -149,9 +149,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2400,
                         help="nerf_coarse steps (default 2400: about the wall time 300 steps took before the 2-sample "
                              "field; params.yaml's sample: 3600)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch.set_num_threads (default 1, as params.yaml's nerf_*.cpu_threads, which "
-                             "train_coarse and train_fine apply themselves)")
+    parser.add_argument("--threads", type=int,
+                        help="torch.set_num_threads outside training (default: torch's, as the render stage); "
+                             "training runs on params.yaml's nerf_coarse.cpu_threads, which train_coarse applies")
     parser.add_argument("--samples-per-ray", type=int, help="default: params.yaml's")
     parser.add_argument("--box", type=float, nargs=6, metavar=("X0", "Y0", "Z0", "X1", "Y1", "Z1"),
                         help="the head's box (decimetres, face template frame); default: params.yaml's")
@@ -171,12 +171,13 @@ def main() -> None:
     from damc_core.nerf.train import load_inputs, train_coarse
     from damc_core.training import RunFolders, distributed
 
-    torch.set_num_threads(args.threads)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     params = load_params(ROOT / "params.yaml")
     args.work.mkdir(parents=True, exist_ok=True)
     face_dir, features_dir = args.work / "face", args.work / "features"
     timings, report = {}, {"video": str(args.video), "encoder": str(args.encoder), "steps": args.steps,
-                           "threads": args.threads}
+                           "threads": torch.get_num_threads()}
 
     started = time.perf_counter()
     if args.reuse and (face_dir / "meta.json").exists():

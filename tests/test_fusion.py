@@ -95,8 +95,8 @@ def test_attention_modes_mix_tokens_across_the_window(mode, mixes):
 @pytest.mark.parametrize("mode", ["csfm", "cross_attention"])
 def test_attention_knows_where_each_token_sits_in_the_window(mode):
     """Attention alone is permutation-equivariant: reversing the window would reverse the output, so the head could
-    not tell the rendered frame's token from its neighbours (the rendered mouth led the real one by a frame). The
-    position embedding (learnt; set at random here) breaks that symmetry; zeroing it restores it."""
+    not tell the rendered frame's token from its neighbours. The position embedding (learnt; set at random here)
+    breaks that symmetry; zeroing it restores it."""
     model = make(mode)
     with torch.no_grad():
         model.position.normal_()
