@@ -8,7 +8,7 @@ import pytest
 from damc_core import clipset
 from damc_core.config import load_params
 from damc_core.sample.generate import SAMPLES_PER_FRAME, manifest_row, pad_to_whole_frames, perform
-from damc_core.sample.speech import speak
+from damc_core.sample.speech import SILENCE_DB, speak, synthesise, trim_silence
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +40,8 @@ def test_performance_is_aligned_and_consistent(performance):
     assert len(performance.signals) == n_frames
     aperture = performance.signals["aperture"].to_numpy()
     opening = performance.signals["mouth_opening_px"].to_numpy()
-    assert aperture.max() == pytest.approx(1.0) and aperture[0] == 0.0
+    # loud speech opens the jaw fully (up to the 3-frame smoothing of the few frames above the loud percentile)
+    assert aperture.max() == pytest.approx(1.0, abs=0.01) and aperture[0] == 0.0
     assert np.corrcoef(aperture, opening)[0, 1] > 0.99, "the rendered lips must follow the driving aperture"
 
 
@@ -66,7 +67,7 @@ def test_same_seed_same_performance(sample_config, performance):
 
 def test_manifest_round_trip(tmp_path, performance):
     row = manifest_row("clip_a", performance)
-    assert row["head_motion"] == 0.0, "the synthetic head is still"
+    assert row["head_motion"] < 1e-5, "the synthetic head is still (up to the float rounding of the jaw's warp)"
     assert 0.0 < row["speech_ratio"] < 1.0
     assert row["face_size_px"] > 0
     clipset.clip_path(tmp_path, "clip_a").parent.mkdir(parents=True)
@@ -90,3 +91,21 @@ def test_manifest_errors_name_the_problem(tmp_path, performance):
 def test_speech_rejects_empty_text(sample_config):
     with pytest.raises(ValueError, match="no speakable characters"):
         speak(("  ",), sample_config.subject.speaker, 0.1, 16_000)
+
+
+def test_trim_silence_keeps_exactly_the_span_above_the_threshold():
+    quiet = 10.0 ** (SILENCE_DB / 20.0)
+    audio = np.array([0.0, 0.5 * quiet, -2.0 * quiet, 0.0, 1.0, 0.0, 0.9 * quiet, 0.0], dtype=np.float32)
+    np.testing.assert_array_equal(trim_silence(audio), audio[2:5])
+
+
+def test_pauses_between_sentences_are_the_configured_ones(sample_config):
+    speaker, rate, pause_s = sample_config.subject.speaker, 16_000, 0.25
+    sentences = ("Hello world.", "Open wide.")
+    audio = speak(sentences, speaker, pause_s, rate)
+    spoken = [synthesise(sentence, speaker, rate) for sentence in sentences]
+    pause = int(round(pause_s * rate))
+    assert len(audio) == 3 * pause + sum(len(part) for part in spoken)
+    threshold = np.abs(audio).max() * 10.0 ** (SILENCE_DB / 20.0)
+    loud = np.flatnonzero(np.abs(audio) > threshold)
+    assert loud[0] == pause and len(audio) - 1 - loud[-1] == pause
